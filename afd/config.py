@@ -1,0 +1,348 @@
+"""Typed config schemas for every Hydra group (conf/), registered in the ConfigStore.
+
+A wrong type, an unknown key or an unknown Enum value fails at compose time with the full key path,
+before any model loads. The field docstrings below are the config reference.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Dict, List, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+
+class Choice(str, Enum):
+    """A closed set of config values; prints as its value (run directory names interpolate it)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Objective(Choice):
+    """Alignment objectives; one module each in afd/objectives/ and one file each in conf/objective/."""
+
+    sft = "sft"
+    """Forward KL: supervised fine-tuning on the demonstrations (paper section 2)."""
+    irl_init_sft = "irl_init_sft"
+    """Proposed IRL reward model: pi_init samples (label 0) vs pi_SFT samples (label 1), then BoN."""
+    irl_init_demo = "irl_init_demo"
+    """IRL reward model: pi_init samples (label 0) vs demonstrations (label 1), then BoN."""
+    irl_sft_demo = "irl_sft_demo"
+    """IRL reward model: pi_SFT samples (label 0) vs demonstrations (label 1), then BoN."""
+    bt_pref = "bt_pref"
+    """Preference baseline: Bradley-Terry reward model on chosen/rejected pairs, then BoN."""
+    log_ratio = "log_ratio"
+    """Training-free reward log pi_SFT(y|x) - log pi_init(y|x) (the optimal Init-SFT logit), then BoN."""
+    length = "length"
+    """Sanity baseline: BoN by response length in tokens."""
+    random = "random"
+    """Sanity baseline: BoN by a random score (equals pi_SFT in expectation)."""
+
+
+class DatasetSource(Choice):
+    """Where prompts and demonstrations come from; one builder each in afd/data/."""
+
+    chitchat_upbeat = "chitchat_upbeat"
+    """Embedded: real human chats from the `chitchat-dataset` package, upbeat next turns as demos."""
+    hh_harmless = "hh_harmless"
+    """Anthropic HH-RLHF harmless-base, from the hub or local files in the same format."""
+    hh_helpful = "hh_helpful"
+    """Anthropic HH-RLHF helpful-base, from the hub or local files in the same format."""
+    jsonl = "jsonl"
+    """A user's own JSON-lines file of prompts and demonstrations."""
+
+
+class GoldenKind(Choice):
+    """Golden (evaluation-only) rewards; implementations in afd/golden.py."""
+
+    upbeat = "upbeat"
+    """VADER compound sentiment of the response, in [-1, 1] (embedded)."""
+    harmless = "harmless"
+    """1 - P(offensive) of the response from alt-profanity-check (embedded)."""
+    rm = "rm"
+    """A sequence-classification reward model (hub id or local path); score = logit."""
+
+
+class RMTextFormat(Choice):
+    """How a golden reward model sees a (prompt, response) pair."""
+
+    hh = "hh"
+    """Anthropic HH text "\\n\\nHuman: ...\\n\\nAssistant: ..." (the Ray2333 GPT-2 RMs' format)."""
+    chat_template = "chat_template"
+    """The reward model tokenizer's own chat template."""
+
+
+class RMInit(Choice):
+    """Which weights a trained reward model starts from (the paper is silent; default base)."""
+
+    base = "base"
+    sft = "sft"
+
+
+class RMLoss(Choice):
+    bce = "bce"
+    """Pointwise binary cross-entropy on the logit (the paper's discriminator loss)."""
+    bt = "bt"
+    """Bradley-Terry on (positive, negative) pairs matched by prompt."""
+
+
+class LoggerKind(Choice):
+    wandb = "wandb"
+    """Weights & Biases (offline by default: no account or network needed)."""
+    none = "none"
+    """Log to disk only (metrics.json, CSV, plots)."""
+
+
+class WandbMode(Choice):
+    offline = "offline"
+    online = "online"
+    disabled = "disabled"
+
+
+class Precision(Choice):
+    auto = "auto"
+    """bf16 where the hardware supports it (CUDA with bf16, or CPU autocast), else fp32."""
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass
+class LoraSettings:
+    enabled: bool = False
+    """Train LoRA adapters (peft) instead of all weights."""
+    r: int = 32
+    """LoRA rank (paper defaults: r=32, alpha=32)."""
+    alpha: int = 32
+    """LoRA scaling alpha."""
+    dropout: float = 0.05
+    """Dropout on the LoRA branch."""
+    target_modules: str = "all-linear"
+    """peft target_modules: "all-linear" or a comma-separated list of module names."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    """Short name used in run names and cache keys (e.g. smollm2_135m, gpt2)."""
+    name_or_path: str = MISSING
+    """Hub id or local directory. With `gguf_package` set: the package name holding the GGUF file."""
+    gguf_package: Optional[str] = None
+    """Installed Python package whose directory holds `gguf_file` (the embedded default model)."""
+    gguf_file: Optional[str] = None
+    """GGUF file name inside `gguf_package`; de-quantised once into the cache as safetensors."""
+    revision: Optional[str] = None
+    """Hub revision (branch, tag or commit) to pin; ignored for local paths."""
+    chat_template: Optional[str] = None
+    """Jinja chat template overriding the tokenizer's; None keeps the tokenizer's, or uses afd's
+    HH-style template when the tokenizer has none (GPT-2)."""
+    max_length: int = 512
+    """Maximum prompt + response tokens in training; must not exceed the model's position limit."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Optional LoRA adapters."""
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    """Short name used in run names and cache keys."""
+    source: DatasetSource = MISSING
+    """Which builder reads the data (see DatasetSource)."""
+    path: Optional[str] = None
+    """Local file or directory (HH: a directory with train.jsonl[.gz]/test.jsonl[.gz]; jsonl: the file),
+    or for HH a hub dataset id. None for the embedded chitchat data."""
+    subset: Optional[str] = None
+    """Hub data_dir for HH (harmless-base / helpful-base)."""
+    demonstrations_path: Optional[str] = None
+    """JSON-lines file of {"prompt", "demonstration"} rows replacing the default demonstrations,
+    matched by prompt (the paper used GPT-4 demonstrations for the HH prompts)."""
+    context_turns: int = 3
+    """chitchat: number of preceding chat turns that form the prompt."""
+    min_demo_score: float = 0.5
+    """chitchat: keep a human reply as a demonstration only if its upbeat (VADER) score is at least this."""
+    train_size: int = 512
+    """Maximum number of examples in the SFT (train) split."""
+    rm_size: int = 128
+    """Maximum number of examples in the reward-model split (prompts for RM training samples)."""
+    test_size: int = 64
+    """Maximum number of examples in the test split (evaluation and Best-of-N prompts)."""
+    split_seed: int = 0
+    """Seed of the split assignment; fixed apart from the run seed so all seeds share one split."""
+
+
+@dataclass
+class GoldenConfig:
+    kind: GoldenKind = MISSING
+    """Which golden reward (see GoldenKind)."""
+    name_or_path: Optional[str] = None
+    """rm only: hub id or local path of a sequence-classification reward model."""
+    text_format: RMTextFormat = RMTextFormat.hh
+    """rm only: how the reward model sees the prompt and response."""
+    max_length: int = 512
+    """rm only: truncate prompt + response to this many tokens (keeping the end)."""
+    batch_size: int = 16
+    """rm only: sequences scored per forward pass."""
+
+
+@dataclass
+class LoggerConfig:
+    kind: LoggerKind = LoggerKind.wandb
+    """wandb or none."""
+    project: str = "afd"
+    """W&B project."""
+    entity: Optional[str] = None
+    """W&B entity (team or user); None uses the account default."""
+    mode: WandbMode = WandbMode.offline
+    """offline (default: no account needed, `wandb sync` uploads later), online or disabled."""
+    tags: List[str] = field(default_factory=list)
+    """Extra W&B tags (the git commit is always added)."""
+
+
+@dataclass
+class SFTConfig:
+    learning_rate: float = 5e-5
+    """AdamW learning rate."""
+    num_train_epochs: float = 1.0
+    """Epochs over the train split (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps; -1 trains for num_train_epochs."""
+    per_device_train_batch_size: int = 8
+    """Examples per device per step."""
+    gradient_accumulation_steps: int = 1
+    """Micro-batches per optimizer step."""
+    logging_steps: int = 5
+    """Log train/loss every this many steps."""
+    trl_args: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed verbatim to trl.SFTConfig (e.g. warmup_steps, lr_scheduler_type)."""
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    """Sampling temperature (paper: 1.0)."""
+    top_p: float = 0.95
+    """Nucleus sampling mass (paper: 0.95)."""
+    max_new_tokens: int = 48
+    """Maximum response length in tokens (paper: 128)."""
+    max_prompt_tokens: int = 256
+    """Prompts longer than this keep their last tokens (the most recent turns)."""
+    batch_size: int = 16
+    """Sequences decoded together."""
+
+
+@dataclass
+class RMConfig:
+    init: RMInit = RMInit.base
+    """Initial weights of the reward model: the base model or pi_SFT, plus a fresh scalar head."""
+    loss: RMLoss = RMLoss.bce
+    """bce (pointwise, paper) or bt (pairs matched by prompt; bt_pref always uses bt)."""
+    samples_per_prompt: int = 2
+    """Samples per RM-training prompt from each policy the variant needs (paper: 10)."""
+    heldout_fraction: float = 0.2
+    """Fraction of RM-training prompts held out to measure the reward model's accuracy."""
+    flip_rate: float = 0.1
+    """bt_pref on data without human preferences: probability that the simulated annotator (the
+    primary golden reward) flips a label; the paper's noisy-label motivation made measurable."""
+    learning_rate: float = 5e-5
+    """AdamW learning rate."""
+    num_train_epochs: float = 1.0
+    """Epochs over the RM training examples (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps; -1 trains for num_train_epochs."""
+    per_device_train_batch_size: int = 8
+    """Examples (bce) or pairs (bt) per device per step."""
+    logging_steps: int = 5
+    """Log rm/loss every this many steps."""
+    batch_size: int = 16
+    """Sequences per forward pass when scoring with the trained reward model."""
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    """Optional LoRA adapters for the reward model (task SEQ_CLS)."""
+    trl_args: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed verbatim to the trainer config."""
+
+
+@dataclass
+class BoNConfig:
+    pool_size: int = 16
+    """M: samples of pi_SFT per test prompt; every N is evaluated exactly on this one pool (paper: 500)."""
+    n_grid: List[int] = field(default_factory=list)
+    """Values of N; empty means 1, 2, 4, ... up to pool_size."""
+
+
+@dataclass
+class EvalConfig:
+    samples_per_prompt: int = 1
+    """Responses sampled per test prompt for each evaluated policy."""
+    ci_level: float = 0.95
+    """Confidence level of the intervals reported for means (t-interval over prompts)."""
+    table_rows: int = 16
+    """Rows of the samples table written to disk and W&B."""
+
+
+@dataclass
+class ComputeConfig:
+    precision: Precision = Precision.auto
+    """Training / sampling precision."""
+    device: str = "auto"
+    """torch device: auto (cuda if available, else cpu), cpu, cuda, cuda:1 ..."""
+    threads: int = 0
+    """torch CPU threads; 0 keeps torch's default."""
+
+
+@dataclass
+class PathsConfig:
+    cache_dir: str = MISSING
+    """Stage cache (de-quantised models, SFT checkpoints, samples), shared by all runs and sweeps."""
+    output_dir: str = MISSING
+    """This run's output directory (set by Hydra: outputs/... or multirun/.../N_...)."""
+
+
+@dataclass
+class ObjectiveConfig:
+    name: Objective = MISSING
+    """Which objective runs (see Objective)."""
+
+
+@dataclass
+class RunConfig:
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    """The alignment objective (conf/objective/)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """The base policy pi_init (conf/model/)."""
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    """Prompts and demonstrations (conf/dataset/)."""
+    golden: Dict[str, GoldenConfig] = field(default_factory=dict)
+    """Golden rewards used only for evaluation, keyed by name (conf/golden/); the first is primary."""
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """Experiment tracking (conf/logger/)."""
+    sft: SFTConfig = field(default_factory=SFTConfig)
+    """Settings of the SFT stage."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Settings of every sampling stage."""
+    rm: RMConfig = field(default_factory=RMConfig)
+    """Settings of the reward-model stage (IRL variants and the preference baseline)."""
+    bon: BoNConfig = field(default_factory=BoNConfig)
+    """Settings of the Best-of-N stage."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Settings of the evaluation stage."""
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
+    """Device and precision."""
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    """Cache and output locations."""
+    experiment: str = "default"
+    """Experiment name: the W&B group, so every job of a sweep lands in one group."""
+    seed: int = 0
+    """Seed of training and sampling."""
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore so that conf/config.yaml can extend them."""
+    cs = ConfigStore.instance()
+    cs.store(name="run_schema", node=RunConfig)
+
+
+def to_run_config(cfg: DictConfig) -> RunConfig:
+    """Convert the composed config to typed dataclasses once; nothing below main sees a DictConfig."""
+    return OmegaConf.to_object(cfg)  # type: ignore[return-value]

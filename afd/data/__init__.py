@@ -1,0 +1,57 @@
+"""Prompts and demonstrations: every DatasetSource turned into one DatasetDict of train (SFT demonstrations),
+rm (prompts for reward-model training samples) and test (evaluation / Best-of-N prompts), in one format.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from datasets import Dataset, DatasetDict
+
+from afd.config import DatasetConfig, DatasetSource
+from afd.data import chitchat, hh, jsonl
+from afd.data.demonstrations import DemonstrationOverride
+from afd.data.schema import FEATURES, DataError
+from afd.data.splits import SPLITS, Pool, fill_splits
+
+__all__ = ["DataError", "load_splits"]
+
+logger = logging.getLogger(__name__)
+
+BUILDERS: dict[DatasetSource, Callable[[DatasetConfig], list[Pool]]] = {
+    DatasetSource.chitchat_upbeat: chitchat.pools,
+    DatasetSource.hh_harmless: hh.pools,
+    DatasetSource.hh_helpful: hh.pools,
+    DatasetSource.jsonl: jsonl.pools,
+}
+"""The builder of each source: the examples in seeded order and the splits they fill."""
+
+
+def load_splits(cfg: DatasetConfig) -> DatasetDict:
+    """DatasetDict with "train", "rm" and "test", each with the columns of schema.FEATURES; no prompt and
+    no group in two splits; split sizes at most cfg.train_size / rm_size / test_size; fixed by split_seed."""
+    sizes = {"train": cfg.train_size, "rm": cfg.rm_size, "test": cfg.test_size}
+    for name, size in sizes.items():
+        if size < 0:
+            raise DataError(f"dataset.{name}_size={size}: must be at least 0")
+    # The override file is read first: a mistake in it should not wait for a large source to load.
+    override = DemonstrationOverride(cfg.demonstrations_path) if cfg.demonstrations_path else None
+    pools = BUILDERS[DatasetSource(cfg.source)](cfg)
+    splits = fill_splits(pools, sizes, override)
+    if override is not None:
+        override.finish()
+    logger.info(
+        "dataset %s: %s",
+        cfg.name,
+        ", ".join(f"{name} {len(splits[name])}/{sizes[name]}" for name in SPLITS),
+    )
+    # Column-wise: Dataset.from_list([]) drops the declared columns of an empty split.
+    return DatasetDict(
+        {
+            name: Dataset.from_dict(
+                {col: [ex[col] for ex in splits[name]] for col in FEATURES}, features=FEATURES
+            )
+            for name in SPLITS
+        }
+    )

@@ -1,0 +1,80 @@
+"""The one entrypoint: `afd [overrides]` / `afd -m [sweep overrides]` (Hydra), dispatching to objectives."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue
+
+from afd.cache import StageCache
+from afd.config import RunConfig, register_configs, to_run_config
+from afd.context import RunContext
+from afd.tracking import tracking, write_json
+
+log = logging.getLogger("afd")
+
+register_configs()
+
+# An absolute path: the console script runs main() from an installed module, where Hydra would
+# otherwise resolve a relative config_path as a Python package.
+CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+
+def run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
+    """Run one job: the objective's stages, then metrics.json and the tracker summary."""
+    from transformers import set_seed
+
+    from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
+    from afd.objectives import OBJECTIVES
+
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
+    if cfg.compute.threads > 0:
+        torch.set_num_threads(cfg.compute.threads)
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.compute)
+    with tracking(cfg, output_dir, resolved) as tracker:
+        ctx = RunContext(
+            cfg=cfg,
+            output_dir=output_dir,
+            cache=StageCache(cfg.paths.cache_dir),
+            tracker=tracker,
+            device=device,
+            dtype=resolve_dtype(cfg.compute, device),
+            bf16=use_bf16_autocast(cfg.compute, device),
+        )
+        metrics = OBJECTIVES[cfg.objective.name](ctx)
+        write_json(output_dir / "metrics.json", metrics)
+        tracker.log(metrics)
+        tracker.summary(metrics)
+    log.info("wrote %s", output_dir / "metrics.json")
+    return metrics
+
+
+@hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    try:
+        run_cfg = to_run_config(cfg)
+    except MissingMandatoryValue as e:
+        raise SystemExit(
+            f"afd: config key {e.full_key} has no value: set it on the command line ({e.full_key}=...)"
+        ) from None
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    metrics = run(run_cfg, resolved)
+    # Returned so that sweepers (e.g. optuna) can optimise it.
+    return metrics.get("eval/golden_mean")
+
+
+def cli() -> None:
+    """Console script `afd`."""
+    main()
+
+
+if __name__ == "__main__":
+    cli()

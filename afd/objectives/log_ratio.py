@@ -1,0 +1,16 @@
+"""objective=log_ratio: Best-of-N by log pi_SFT(y|x) - log pi_init(y|x), the closed-form optimum of
+the Init-SFT discriminator under a logistic loss (paper ablation A8): no reward-model training."""
+
+from __future__ import annotations
+
+from afd.context import RunContext
+from afd.objectives.pipeline import finish, prepare
+from afd.rewards import LogRatioReward
+
+
+def run(ctx: RunContext) -> dict[str, float]:
+    prep = prepare(ctx)
+    base, tokenizer = prep.base.get()
+    sft, _ = prep.sft.get()
+    reward = LogRatioReward(sft, base, tokenizer, ctx.cfg.sampling.max_prompt_tokens, ctx.cfg.rm.batch_size)
+    return finish(ctx, prep, reward, {})

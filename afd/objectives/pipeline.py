@@ -1,0 +1,130 @@
+"""The shared AfD pipeline of reward-guided objectives (paper section 3): sft -> sample -> reward ->
+Best-of-N -> evaluate. Objectives differ only in the reward they hand to `finish`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import numpy as np
+
+from afd.config import RMInit, RMLoss
+from afd.context import RunContext
+from afd.data import load_splits
+from afd.golden import GoldenReward
+from afd.policies import PolicyHandle, base_policy
+from afd.rewards import Reward
+from afd.rm_data import RMPair, Source, split_heldout
+from afd.stages.bon import best_of_n, extrapolation_diagnostic, score_pool
+from afd.stages.evaluate import build_goldens, evaluate, format_table
+from afd.stages.sample import sample_split
+from afd.stages.sft import train_sft
+from afd.stages.train_rm import heldout_accuracy, load_trained_rm, train_rm
+
+
+@dataclass
+class Prepared:
+    splits: datasets.DatasetDict
+    base: PolicyHandle
+    sft: PolicyHandle
+    goldens: dict[str, GoldenReward]
+    base_test: list[list[str]]
+    """eval.samples_per_prompt pi_init samples per test prompt."""
+    pool: list[list[str]]
+    """bon.pool_size pi_SFT samples per test prompt: the Best-of-N pool and pi_SFT's evaluation."""
+
+
+def prepare(ctx: RunContext) -> Prepared:
+    cfg = ctx.cfg
+    splits = load_splits(cfg.dataset)
+    test = splits["test"]
+    base = base_policy(ctx)
+    base_test = sample_split(ctx, base, "test", test, cfg.eval.samples_per_prompt)
+    sft = train_sft(ctx, base, splits["train"])
+    pool = sample_split(ctx, sft, "test", test, cfg.bon.pool_size)
+    return Prepared(splits, base, sft, build_goldens(ctx), base_test, pool)
+
+
+def rm_responses(ctx: RunContext, prep: Prepared, source: Source) -> list[list[str]]:
+    """Responses of `source` to the RM-training prompts (rm.samples_per_prompt samples, or the demo)."""
+    split = prep.splits["rm"]
+    if source is Source.demo:
+        return [[d] for d in split["demonstration"]]
+    policy = {Source.init: prep.base, Source.sft: prep.sft}[source]
+    return sample_split(ctx, policy, "rm", split, ctx.cfg.rm.samples_per_prompt)
+
+
+def reward_model_bon(
+    ctx: RunContext, prep: Prepared, pairs: list[RMPair], loss: RMLoss, extra: dict[str, Any]
+) -> dict[str, float]:
+    """Train a reward model on `pairs` (minus a held-out share of prompts), then Best-of-N with it."""
+    from afd.models import policy_source
+
+    cfg = ctx.cfg
+    train, heldout = split_heldout(pairs, cfg.rm.heldout_fraction, cfg.seed)
+    if not train:
+        raise ValueError(
+            f"no reward-model training pairs left (dataset.rm_size={cfg.dataset.rm_size}, "
+            f"rm.heldout_fraction={cfg.rm.heldout_fraction})"
+        )
+    if cfg.rm.init is RMInit.base:
+        init_source, init_spec = policy_source(cfg.model, cfg.paths.cache_dir)[0], prep.base.spec
+    else:
+        init_source, init_spec = str(prep.sft.path), prep.sft.spec
+    entry = train_rm(ctx, init_source, init_spec, train, loss)
+    reward = load_trained_rm(ctx, entry)
+    metrics = {**heldout_accuracy(reward, heldout), "rm/train_pairs": len(train), **extra}
+    return finish(ctx, prep, reward, metrics)
+
+
+def finish(ctx: RunContext, prep: Prepared, reward: Reward, extra: dict[str, Any]) -> dict[str, float]:
+    """Golden evaluation of pi_init / pi_SFT / demonstrations, Best-of-N by `reward` on the pool,
+    and the extrapolation diagnostic. `eval/golden_mean` is BoN at the largest N."""
+    test = prep.splits["test"]
+    prompts = list(test["prompt"])
+    demos = list(test["demonstration"])
+    metrics, golden_scores = evaluate(
+        ctx, prep.goldens, test, {"base": prep.base_test, "sft": prep.pool}, final_policy="sft"
+    )
+    primary = next(iter(prep.goldens))
+    proxy = score_pool(reward, prompts, prep.pool)
+    levels = {p: metrics[f"eval/{primary}/{p}/mean"] for p in ["base", "sft", "demo"]}
+    bon_metrics, rows = best_of_n(
+        ctx, proxy, golden_scores[primary]["sft"], golden_scores[primary]["demo"][:, 0], levels, reward.name
+    )
+    picks = proxy.argmax(axis=1)
+    diagnostic = extrapolation_diagnostic(
+        ctx,
+        {
+            "base": score_pool(reward, prompts, prep.base_test),
+            "sft": proxy,
+            "demo": reward.score(prompts, demos),
+            "bon": proxy[np.arange(len(picks)), picks],
+        },
+        reward.name,
+    )
+    top = rows[-1]
+    metrics.update({**bon_metrics, **diagnostic, **extra})
+    metrics.update(
+        {
+            "eval/golden_mean": top["golden_mean"],
+            "eval/golden_ci_low": top["golden_ci_low"],
+            "eval/golden_ci_high": top["golden_ci_high"],
+            "bon/max_n": top["n"],
+        }
+    )
+    print(format_table(metrics, list(prep.goldens), ["base", "sft", "demo"]))
+    print(format_bon(rows))
+    return metrics
+
+
+def format_bon(rows) -> str:
+    lines = ["Best-of-N    N   golden [95% CI]           win vs sft  win vs demo  KL bound"]
+    for r in rows:
+        lines.append(
+            f"{'':9}{r['n']:>5}   {r['golden_mean']:.3f} "
+            f"[{r['golden_ci_low']:.3f}, {r['golden_ci_high']:.3f}]"
+            f"   {r['winrate_vs_sft_mean']:>9.3f}  {r['winrate_vs_demo_mean']:>11.3f}  {r['kl_bound']:>8.3f}"
+        )
+    return "\n".join(lines)

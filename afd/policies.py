@@ -1,0 +1,74 @@
+"""Policies known by the spec that determines them and loaded lazily, at most once per run.
+
+A stage whose output is cached never loads its model; a model two stages need is loaded once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import logging
+from pathlib import Path
+from typing import Any, Callable
+
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from afd.config import LoraSettings
+from afd.context import RunContext
+from afd.models import load_policy
+
+log = logging.getLogger(__name__)
+
+Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+class PolicyHandle:
+    def __init__(
+        self, name: str, spec: dict[str, Any], loader: Callable[[], Loaded], path: Path | None = None
+    ):
+        self.name = name
+        self.path = path
+        """Where a saved policy's weights and tokenizer live (None for the configured base model)."""
+        self.spec = spec
+        """Everything that determines the policy's weights: part of every downstream cache key."""
+        self._loader = loader
+        self._loaded: Loaded | None = None
+
+    def get(self) -> Loaded:
+        if self._loaded is None:
+            log.info("loading policy %s", self.name)
+            self._loaded = self._loader()
+        return self._loaded
+
+    def preload(self, loaded: Loaded) -> None:
+        self._loaded = loaded
+
+    def release(self) -> None:
+        self._loaded = None
+        gc.collect()
+
+
+def base_policy(ctx: RunContext) -> PolicyHandle:
+    """pi_init: the configured base model."""
+    cfg = ctx.cfg
+    return PolicyHandle(
+        "base",
+        {"model": cfg.model},
+        lambda: load_policy(cfg.model, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype),
+    )
+
+
+def saved_policy(ctx: RunContext, name: str, path: Path, spec: dict[str, Any]) -> PolicyHandle:
+    """A policy a stage saved (merged weights + tokenizer), loaded through the same path as a user's model."""
+    model_cfg = dataclasses.replace(
+        ctx.cfg.model,
+        name=f"{ctx.cfg.model.name}-{name}",
+        name_or_path=str(path),
+        gguf_package=None,
+        gguf_file=None,
+        revision=None,
+        lora=LoraSettings(enabled=False),
+    )
+    return PolicyHandle(
+        name, spec, lambda: load_policy(model_cfg, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype), path=path
+    )

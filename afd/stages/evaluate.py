@@ -1,0 +1,139 @@
+"""The evaluate stage: golden reward of each policy's samples (and of the demonstrations), with a
+95% CI over test prompts, a samples table, and a plot (paper section 3, step 6)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Mapping, Sequence
+
+import datasets
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from afd.context import RunContext  # noqa: E402
+from afd.golden import GoldenReward  # noqa: E402
+from afd.stats import MeanCI, mean_ci  # noqa: E402
+from afd.tracking import write_csv  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+DEMO = "demo"
+
+
+def build_goldens(ctx: RunContext) -> dict[str, GoldenReward]:
+    from afd.golden import build_golden
+
+    return {name: build_golden(name, g, ctx.device) for name, g in ctx.cfg.golden.items()}
+
+
+def score_policies(
+    goldens: Mapping[str, GoldenReward],
+    split: datasets.Dataset,
+    responses: Mapping[str, Sequence[Sequence[str]]],
+) -> dict[str, dict[str, np.ndarray]]:
+    """scores[golden][policy]: (prompts x samples) golden rewards; the demonstrations are policy "demo"."""
+    from afd.stages.bon import score_pool
+
+    prompts = list(split["prompt"])
+    by_policy = {**responses, DEMO: [[d] for d in split["demonstration"]]}
+    return {
+        g: {p: score_pool(golden, prompts, rs) for p, rs in by_policy.items()}
+        for g, golden in goldens.items()
+    }
+
+
+def prompt_text(messages: Sequence[dict]) -> str:
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def evaluate(
+    ctx: RunContext,
+    goldens: Mapping[str, GoldenReward],
+    split: datasets.Dataset,
+    responses: Mapping[str, Sequence[Sequence[str]]],
+    final_policy: str,
+) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
+    """Metrics `eval/<golden>/<policy>/{mean,ci_low,ci_high,n}` and `eval/golden_mean` (the final
+    policy on the primary, first-listed golden reward), and the (prompts x samples) golden scores;
+    writes scores.csv (per-prompt means), samples.csv, golden_eval.png. CIs are over prompts."""
+    level = ctx.cfg.eval.ci_level
+    scores = score_policies(goldens, split, responses)
+    cis: dict[str, dict[str, MeanCI]] = {
+        g: {p: mean_ci(v.mean(axis=1), level) for p, v in per.items()} for g, per in scores.items()
+    }
+    metrics: dict[str, float] = {}
+    for g, per in cis.items():
+        for p, ci in per.items():
+            metrics.update(ci.as_metrics(f"eval/{g}/{p}"))
+    primary = next(iter(goldens))
+    final = cis[primary][final_policy]
+    metrics.update(
+        {
+            "eval/golden_mean": final.mean,
+            "eval/golden_ci_low": final.ci_low,
+            "eval/golden_ci_high": final.ci_high,
+        }
+    )
+
+    policies = [*responses, DEMO]
+    out = ctx.output_dir
+    score_cols = [f"{g}/{p}" for g in scores for p in policies]
+    write_csv(
+        out / "scores.csv",
+        ["prompt_id", *score_cols],
+        [
+            [pid, *[float(scores[g][p][i].mean()) for g in scores for p in policies]]
+            for i, pid in enumerate(split["prompt_id"])
+        ],
+    )
+    rows = []
+    for i in range(min(ctx.cfg.eval.table_rows, len(split))):
+        row = [prompt_text(split[i]["prompt"]), split[i]["demonstration"]]
+        row += [responses[p][i][0] for p in responses]
+        row += [round(float(scores[g][p][i][0]), 4) for g in scores for p in policies]
+        rows.append(row)
+    columns = ["prompt", "demonstration", *responses, *score_cols]
+    write_csv(out / "samples.csv", columns, rows)
+    ctx.tracker.log_table("eval/samples", columns, rows)
+
+    plot_path = plot_golden(cis, out / "golden_eval.png")
+    ctx.tracker.log_image("eval/golden_plot", plot_path)
+    return metrics, scores
+
+
+def plot_golden(cis: Mapping[str, Mapping[str, MeanCI]], path):
+    fig, axes = plt.subplots(1, len(cis), figsize=(4 * len(cis), 3.2), squeeze=False)
+    for ax, (g, per) in zip(axes[0], cis.items()):
+        names = list(per)
+        means = [per[p].mean for p in names]
+        err = np.array([[per[p].mean - per[p].ci_low, per[p].ci_high - per[p].mean] for p in names]).T
+        ax.bar(
+            names,
+            means,
+            yerr=np.nan_to_num(err),
+            capsize=4,
+            color=["#999999", "#3b75af", "#e1812c", "#519e3e"][: len(names)],
+        )
+        ax.set_title(f"golden: {g} (mean, 95% CI)")
+        ax.set_ylabel("golden reward")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def format_table(metrics: Mapping[str, float], goldens: Sequence[str], policies: Sequence[str]) -> str:
+    """A plain-text summary for the console: policy x golden, mean [95% CI]."""
+    lines = ["policy    " + "".join(f"{g:>30}" for g in goldens)]
+    for p in policies:
+        cells = []
+        for g in goldens:
+            k = f"eval/{g}/{p}"
+            cells.append(
+                f"{metrics[k + '/mean']:.3f} [{metrics[k + '/ci_low']:.3f}, {metrics[k + '/ci_high']:.3f}]"
+            )
+        lines.append(f"{p:<10}" + "".join(f"{c:>30}" for c in cells))
+    return "\n".join(lines)

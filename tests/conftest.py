@@ -1,0 +1,137 @@
+"""Shared fixtures: offline environment, a Hydra compose helper, and a tiny causal LM saved to disk.
+
+The tiny model is loaded by afd through `model.name_or_path`, the same path a user's model takes.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Set before anything imports huggingface_hub / wandb: nothing in the tests touches the network.
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["HF_DATASETS_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ["WANDB_MODE"] = "offline"
+os.environ["WANDB_SILENT"] = "true"
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+CONF_DIR = REPO / "conf"
+
+# A ChatML-like template, as small instruct models use; the generation prompt ends with "assistant:".
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<s>{{ m['role'] }}: {{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<s>assistant:{% endif %}"
+)
+
+_CORPUS = [
+    "hello there how are you doing today",
+    "i am doing great thanks for asking",
+    "that sounds wonderful i love it",
+    "what did you do this weekend",
+    "we went hiking and it was amazing",
+    "i feel tired and sad today",
+    "oh no i hope you feel better soon",
+    "the weather is nice and sunny",
+    "user: assistant: system:",
+] * 20
+
+
+def build_tiny_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE(unk_token=None))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=300,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tok.train_from_iterator(_CORPUS, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>")
+    fast.chat_template = TINY_CHAT_TEMPLATE
+    return fast
+
+
+def build_tiny_model_dir(path: Path) -> Path:
+    """Save a 2-layer Llama and its tokenizer to `path` (what `save_pretrained` gives a user)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = build_tiny_tokenizer()
+    # Trainers overwrite bos/eos/pad with the tokenizer's, so take them from it.
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    return build_tiny_model_dir(tmp_path_factory.mktemp("tiny_model"))
+
+
+@pytest.fixture(scope="session")
+def tiny_rm_dir(tmp_path_factory) -> Path:
+    """A tiny sequence-classification reward model (num_labels=1), as a golden or proxy RM."""
+    import torch
+    from transformers import LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(1)
+    path = tmp_path_factory.mktemp("tiny_rm")
+    tok = build_tiny_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        num_labels=1,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    LlamaForSequenceClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def compose(tmp_path):
+    """compose(overrides) -> DictConfig, composed from conf/ exactly as `afd` composes it."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from afd.config import register_configs
+
+    register_configs()
+
+    def _compose(overrides=(), return_hydra_config=False):
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            return hydra_compose(
+                config_name="config",
+                overrides=list(overrides),
+                return_hydra_config=return_hydra_config,
+            )
+
+    return _compose
