@@ -228,7 +228,7 @@ class SamplingConfig:
     """Maximum response length in tokens (paper: 128)."""
     max_prompt_tokens: int = 256
     """Prompts longer than this keep their last tokens (the most recent turns)."""
-    batch_size: int = 16
+    batch_size: int = 64
     """Sequences decoded together."""
 
 
@@ -346,3 +346,68 @@ def register_configs() -> None:
 def to_run_config(cfg: DictConfig) -> RunConfig:
     """Convert the composed config to typed dataclasses once; nothing below main sees a DictConfig."""
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
+
+
+class ConfigError(ValueError):
+    """A config value that types alone cannot rule out; the message names the key."""
+
+
+def _check(ok: bool, key: str, value: Any, expected: str) -> None:
+    if not ok:
+        raise ConfigError(f"{key}={value!r}: expected {expected}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Range checks that must fail at start-up, not after an hour of training."""
+    _check(cfg.dataset.train_size >= 1, "dataset.train_size", cfg.dataset.train_size, ">= 1")
+    _check(cfg.dataset.test_size >= 1, "dataset.test_size", cfg.dataset.test_size, ">= 1")
+    _check(cfg.dataset.rm_size >= 0, "dataset.rm_size", cfg.dataset.rm_size, ">= 0")
+    _check(cfg.sampling.temperature > 0, "sampling.temperature", cfg.sampling.temperature, "> 0")
+    _check(0 < cfg.sampling.top_p <= 1, "sampling.top_p", cfg.sampling.top_p, "in (0, 1]")
+    _check(cfg.sampling.max_new_tokens >= 1, "sampling.max_new_tokens", cfg.sampling.max_new_tokens, ">= 1")
+    _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt", cfg.eval.samples_per_prompt, ">= 1")
+    _check(0 < cfg.eval.ci_level < 1, "eval.ci_level", cfg.eval.ci_level, "in (0, 1)")
+    _check(cfg.rm.samples_per_prompt >= 1, "rm.samples_per_prompt", cfg.rm.samples_per_prompt, ">= 1")
+    _check(0 <= cfg.rm.heldout_fraction < 1, "rm.heldout_fraction", cfg.rm.heldout_fraction, "in [0, 1)")
+    _check(0 <= cfg.rm.flip_rate <= 1, "rm.flip_rate", cfg.rm.flip_rate, "in [0, 1]")
+    _check(cfg.bon.pool_size >= 1, "bon.pool_size", cfg.bon.pool_size, ">= 1")
+    bad_n = [n for n in cfg.bon.n_grid if not 1 <= n <= cfg.bon.pool_size]
+    _check(not bad_n, "bon.n_grid", cfg.bon.n_grid, f"values in [1, bon.pool_size={cfg.bon.pool_size}]")
+    _check_trl_args("sft.trl_args", cfg.sft.trl_args, "SFTConfig")
+    _check_trl_args("rm.trl_args", cfg.rm.trl_args, "RewardConfig")
+
+
+# Set by afd itself from typed knobs; passing them again through trl_args would be ambiguous.
+AFD_SET_TRAINER_ARGS = frozenset(
+    {
+        "output_dir",
+        "seed",
+        "data_seed",
+        "use_cpu",
+        "bf16",
+        "fp16",
+        "report_to",
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "logging_steps",
+        "max_length",
+    }
+)
+
+
+def _check_trl_args(key: str, args: Dict[str, Any], trl_config: str) -> None:
+    import dataclasses
+
+    import trl
+
+    known = {f.name for f in dataclasses.fields(getattr(trl, trl_config))}
+    for name in args:
+        _check(name in known, f"{key}.{name}", args[name], f"a field of trl.{trl_config}")
+        _check(
+            name not in AFD_SET_TRAINER_ARGS,
+            f"{key}.{name}",
+            args[name],
+            "an argument afd does not set itself",
+        )

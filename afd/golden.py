@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Callable, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from afd.config import GoldenConfig, GoldenKind, RMTextFormat
-from afd.rewards import ClassifierReward, check_pairs, render_hh, render_pair  # noqa: F401 (render_hh re-exported)
+from afd.rewards import ClassifierReward, Messages, Reward, check_pairs
 
 if TYPE_CHECKING:
     import torch
 
 logger = logging.getLogger(__name__)
-
-Messages = list[dict]
-
-
-@runtime_checkable
-class GoldenReward(Protocol):
-    """Scores (prompt, response) pairs; prompts are chat message lists of {"role", "content"}."""
-
-    name: str
-
-    def score(self, prompts: list[Messages], responses: list[str]) -> np.ndarray:
-        """One float64 score per pair, in input order."""
-        ...
 
 
 def vader_compound(texts: Sequence[str]) -> np.ndarray:
@@ -103,12 +90,8 @@ class RewardModelGolden(ClassifierReward):
             max_length = limit
         super().__init__(name, model, tokenizer, cfg.text_format, max_length, cfg.batch_size)
 
-    def render(self, messages: Messages, response: str) -> str:
-        """The text the reward model reads for one pair."""
-        return render_pair(self.tokenizer, self.text_format, messages, response)
 
-
-GoldenBuilder = Callable[[str, GoldenConfig, "torch.device"], GoldenReward]
+GoldenBuilder = Callable[[str, GoldenConfig, "torch.device"], Reward]
 
 GOLDEN_BUILDERS: dict[GoldenKind, GoldenBuilder] = {
     GoldenKind.upbeat: lambda name, cfg, device: Upbeat(name),
@@ -117,6 +100,6 @@ GOLDEN_BUILDERS: dict[GoldenKind, GoldenBuilder] = {
 }
 
 
-def build_golden(name: str, cfg: GoldenConfig, device: torch.device) -> GoldenReward:
+def build_golden(name: str, cfg: GoldenConfig, device: torch.device) -> Reward:
     """The golden reward configured as golden.<name>."""
     return GOLDEN_BUILDERS[GoldenKind(cfg.kind)](name, cfg, device)

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from afd.cache import StageCache
-from afd.config import RunConfig, register_configs, to_run_config
+from afd.config import RunConfig, register_configs, to_run_config, validate
 from afd.context import RunContext
 from afd.tracking import tracking, write_json
 
@@ -32,6 +32,7 @@ def run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
     from afd.objectives import OBJECTIVES
 
+    validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))

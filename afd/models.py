@@ -147,11 +147,28 @@ def _fix_pad_token(tokenizer, what: str) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def load_tokenizer(source: str, cfg: ModelConfig, revision: str | None = None) -> PreTrainedTokenizerBase:
+    """The policy's tokenizer with a pad token and a chat template (cfg's, its own, or afd's HH one).
+
+    Every model that reads the policy's conversations (the policy, reward models started from it)
+    loads its tokenizer here, so they all render prompts identically.
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
+    _fix_pad_token(tokenizer, "model.name_or_path")
+    if cfg.chat_template:
+        tokenizer.chat_template = cfg.chat_template
+    elif not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = HH_CHAT_TEMPLATE
+    return tokenizer
+
+
 def load_policy(
     cfg: ModelConfig, cache_dir: str | Path, device: torch.device, dtype: torch.dtype
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """The causal LM and tokenizer of `cfg` on `device` in `dtype`, pad token and chat template set."""
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoConfig, AutoModelForCausalLM
 
     if cfg.gguf_package or cfg.gguf_file:
         if not (cfg.gguf_package and cfg.gguf_file):
@@ -170,12 +187,7 @@ def load_policy(
             f"set model.max_length<={limit}"
         )
 
-    tokenizer = AutoTokenizer.from_pretrained(source, revision=revision)
-    _fix_pad_token(tokenizer, "model.name_or_path")
-    if cfg.chat_template:
-        tokenizer.chat_template = cfg.chat_template
-    elif not getattr(tokenizer, "chat_template", None):
-        tokenizer.chat_template = HH_CHAT_TEMPLATE
+    tokenizer = load_tokenizer(source, cfg, revision)
 
     model = AutoModelForCausalLM.from_pretrained(source, revision=revision, dtype=dtype)
     model.to(device=device, dtype=dtype)

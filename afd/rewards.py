@@ -4,7 +4,7 @@ the training-free log-ratio reward, and the length / random sanity baselines (pa
 from __future__ import annotations
 
 import logging
-from typing import Protocol, Sequence
+from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,7 +17,11 @@ log = logging.getLogger(__name__)
 Messages = list[dict]
 
 
+@runtime_checkable
 class Reward(Protocol):
+    """Scores (prompt, response) pairs; prompts are chat message lists of {"role", "content"}.
+    Golden rewards (afd/golden.py) and proxy rewards (this module) share it."""
+
     name: str
 
     def score(self, prompts: list[Messages], responses: list[str]) -> np.ndarray:
@@ -93,8 +97,19 @@ def padded_batches(ids: Sequence[Sequence[int]], batch_size: int, pad_id: int, d
 class ClassifierReward:
     """A sequence-classification reward model; score = logit 0 of the rendered (prompt, response)."""
 
-    def __init__(self, name, model, tokenizer, text_format: RMTextFormat, max_length: int, batch_size: int):
+    def __init__(
+        self,
+        name,
+        model,
+        tokenizer,
+        text_format: RMTextFormat,
+        max_length: int,
+        batch_size: int,
+        bf16: bool = False,
+    ):
         self.name = name
+        self.bf16 = bf16
+        """Score under bf16 autocast: for proxy rewards; golden ones stay fp32 to compare across runs."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.text_format = text_format
@@ -105,7 +120,7 @@ class ClassifierReward:
         ids = encode_pairs(self.tokenizer, self.text_format, prompts, responses, self.max_length)
         scores = np.zeros(len(ids), dtype=np.float64)
         device = self.model.device
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             for idx, input_ids, attention in padded_batches(
                 ids, self.batch_size, self.tokenizer.pad_token_id, self.name
             ):
@@ -124,6 +139,7 @@ def response_logprobs(
     max_prompt_tokens: int,
     batch_size: int,
     desc: str,
+    bf16: bool = False,
 ) -> np.ndarray:
     """log pi(y|x): summed log-probabilities of the response tokens (and the end-of-turn token)
     after the rendered generation prompt, as the policy sampled them."""
@@ -136,7 +152,7 @@ def response_logprobs(
     ids = [p + r for p, r in zip(prompt_ids, response_ids)]
     out = np.zeros(len(ids), dtype=np.float64)
     device = model.device
-    with torch.inference_mode():
+    with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         for idx, input_ids, attention in padded_batches(ids, batch_size, tokenizer.pad_token_id, desc):
             logits = model(input_ids=input_ids.to(device), attention_mask=attention.to(device)).logits.float()
             logp = torch.log_softmax(logits[:, :-1], dim=-1).gather(
@@ -155,15 +171,14 @@ class LogRatioReward:
 
     name = "log_ratio"
 
-    def __init__(self, sft, base, tokenizer, max_prompt_tokens: int, batch_size: int):
+    def __init__(self, sft, base, tokenizer, max_prompt_tokens: int, batch_size: int, bf16: bool = False):
         self.sft, self.base, self.tokenizer = sft, base, tokenizer
-        self.max_prompt_tokens, self.batch_size = max_prompt_tokens, batch_size
+        self.max_prompt_tokens, self.batch_size, self.bf16 = max_prompt_tokens, batch_size, bf16
 
     def score(self, prompts, responses):
         args = (self.tokenizer, prompts, responses, self.max_prompt_tokens, self.batch_size)
-        return response_logprobs(self.sft, *args, desc="log pi_SFT") - response_logprobs(
-            self.base, *args, desc="log pi_init"
-        )
+        sft = response_logprobs(self.sft, *args, desc="log pi_SFT", bf16=self.bf16)
+        return sft - response_logprobs(self.base, *args, desc="log pi_init", bf16=self.bf16)
 
 
 class LengthReward:

@@ -1,6 +1,6 @@
 """Sampling responses from a policy: batched, left-padded generation with the chat template.
 
-Used for evaluation and (later) for reward-model training samples and Best-of-N pools.
+Used for evaluation samples, reward-model training samples and Best-of-N pools.
 """
 
 from __future__ import annotations
@@ -49,8 +49,10 @@ def sample_responses(
     cfg: SamplingConfig,
     seed: int,
     desc: str = "sampling",
+    bf16: bool = False,
 ) -> list[list[str]]:
-    """`n` responses for each prompt (list of chat messages), in prompt order."""
+    """`n` responses for each prompt (list of chat messages), in prompt order; `bf16` decodes under
+    bf16 autocast (the same temperature / top_p semantics, on bf16 matmuls)."""
     encoded = encode_prompts(tokenizer, prompts, cfg.max_prompt_tokens)
     jobs = [(i, ids) for i, ids in enumerate(encoded) for _ in range(n)]
     # Similar lengths in one batch waste less compute on padding.
@@ -58,7 +60,7 @@ def sample_responses(
     out: list[list[str]] = [[] for _ in prompts]
     pad_id = tokenizer.pad_token_id
     device = model.device
-    generator_seed = torch.Generator().manual_seed(seed)
+    batch_seeds = torch.Generator().manual_seed(seed)
     was_training = model.training
     model.eval()
     bar = tqdm(total=len(jobs), desc=desc, unit="seq")
@@ -70,19 +72,21 @@ def sample_responses(
         for row, (_, ids) in enumerate(batch):
             input_ids[row, width - len(ids) :] = torch.tensor(ids)
             attention[row, width - len(ids) :] = 1
-        # One seed per batch drawn from the stage seed: reproducible whatever the batch size history.
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=generator_seed)))
-        generated = model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            do_sample=True,
-            temperature=cfg.temperature,
-            top_p=cfg.top_p,
-            top_k=0,
-            max_new_tokens=cfg.max_new_tokens,
-            pad_token_id=pad_id,
-            eos_token_id=tokenizer.eos_token_id,
-        )
+        # One seed per batch drawn from the stage seed: the same call reproduces the same samples
+        # (the output still depends on sampling.batch_size, which is part of the cache key).
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=batch_seeds)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                top_k=0,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=pad_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
         texts = tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
         for (i, _), text in zip(batch, texts):
             out[i].append(clean_response(text))

@@ -75,6 +75,11 @@ class WandbTracker:
             # A multirun executes jobs in one process: never attach to the previous job's run.
             reinit="finish_previous",
         )
+        # Best-of-N curves are logged one row per N: plotted against N, runs of different
+        # objectives overlay in one dashboard panel.
+        self.run.define_metric("bon/n")
+        for key in ("bon/golden", "bon/kl", "bon/winrate_vs_sft", "bon/winrate_vs_demo"):
+            self.run.define_metric(key, step_metric="bon/n")
 
     def log(self, metrics):
         self.run.log(metrics)

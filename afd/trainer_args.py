@@ -11,16 +11,14 @@ from typing import Any
 
 import torch
 
-from afd.config import RunConfig
-
 
 def common_trainer_args(
-    cfg: RunConfig, output_dir: Path, device: torch.device, bf16: bool, report_to: str
+    seed: int, output_dir: Path, device: torch.device, bf16: bool, report_to: str
 ) -> dict[str, Any]:
     return {
         "output_dir": str(output_dir),
-        "seed": cfg.seed,
-        "data_seed": cfg.seed,
+        "seed": seed,
+        "data_seed": seed,
         "use_cpu": device.type == "cpu",
         "bf16": bf16,
         "fp16": False,

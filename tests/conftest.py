@@ -58,15 +58,11 @@ def build_tiny_tokenizer():
     return fast
 
 
-def build_tiny_model_dir(path: Path) -> Path:
-    """Save a 2-layer Llama and its tokenizer to `path` (what `save_pretrained` gives a user)."""
-    import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+def tiny_llama_config(tok, **extra):
+    from transformers import LlamaConfig
 
-    torch.manual_seed(0)
-    tok = build_tiny_tokenizer()
     # Trainers overwrite bos/eos/pad with the tokenizer's, so take them from it.
-    config = LlamaConfig(
+    return LlamaConfig(
         vocab_size=len(tok),
         hidden_size=32,
         intermediate_size=64,
@@ -78,7 +74,18 @@ def build_tiny_model_dir(path: Path) -> Path:
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
         tie_word_embeddings=True,
+        **extra,
     )
+
+
+def build_tiny_model_dir(path: Path) -> Path:
+    """Save a 2-layer Llama and its tokenizer to `path` (what `save_pretrained` gives a user)."""
+    import torch
+    from transformers import LlamaForCausalLM
+
+    torch.manual_seed(0)
+    tok = build_tiny_tokenizer()
+    config = tiny_llama_config(tok)
     LlamaForCausalLM(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -93,24 +100,12 @@ def tiny_model_dir(tmp_path_factory) -> Path:
 def tiny_rm_dir(tmp_path_factory) -> Path:
     """A tiny sequence-classification reward model (num_labels=1), as a golden or proxy RM."""
     import torch
-    from transformers import LlamaConfig, LlamaForSequenceClassification
+    from transformers import LlamaForSequenceClassification
 
     torch.manual_seed(1)
     path = tmp_path_factory.mktemp("tiny_rm")
     tok = build_tiny_tokenizer()
-    config = LlamaConfig(
-        vocab_size=len(tok),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        num_labels=1,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
+    config = tiny_llama_config(tok, num_labels=1)
     LlamaForSequenceClassification(config).save_pretrained(path)
     tok.save_pretrained(path)
     return path
@@ -135,3 +130,34 @@ def compose(tmp_path):
             )
 
     return _compose
+
+
+def tiny_overrides(model_dir: Path, cache_dir: Path) -> list[str]:
+    """Run the real pipeline on the tiny model, shrunk by debug=fast, with its own stage cache."""
+    return ["model=custom", f"model.name_or_path={model_dir}", "debug=fast", f"paths.cache_dir={cache_dir}"]
+
+
+@pytest.fixture
+def make_context(compose, tmp_path):
+    """make_context(overrides) -> (RunContext, tracker-less) for calling stages directly."""
+    from afd.cache import StageCache
+    from afd.config import to_run_config
+    from afd.context import RunContext
+    from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
+    from afd.tracking import NullTracker
+
+    def _make(overrides):
+        cfg = to_run_config(compose([*overrides, f"paths.output_dir={tmp_path / 'out'}"]))
+        (tmp_path / "out").mkdir(exist_ok=True)
+        device = resolve_device(cfg.compute)
+        return RunContext(
+            cfg=cfg,
+            output_dir=tmp_path / "out",
+            cache=StageCache(cfg.paths.cache_dir),
+            tracker=NullTracker(),
+            device=device,
+            dtype=resolve_dtype(cfg.compute, device),
+            bf16=use_bf16_autocast(cfg.compute, device),
+        )
+
+    return _make

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 
 import pytest
-from conftest import CONF_DIR
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from afd.config import Objective, RunConfig, to_run_config
 from afd.objectives import OBJECTIVES
+
+from conftest import CONF_DIR
 
 GROUPS = ["objective", "model", "dataset", "golden", "logger", "debug", "experiment"]
 # Options that need a user value (a path) before they convert to the typed schema.
@@ -82,5 +83,32 @@ def test_sweep_dirs_cannot_collide_within_a_second(compose):
     hydra = compose([], return_hydra_config=True).hydra
     # Resolved now: microseconds in the time stamp.
     assert re.fullmatch(r"multirun/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}_default", hydra.sweep.dir)
-    assert re.fullmatch(r"outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}_sft", hydra.run.dir)
+    assert re.fullmatch(r"outputs/\d{4}-\d{2}-\d{2}/\d{2}-\d{2}-\d{2}-\d{6}_irl_init_sft", hydra.run.dir)
     assert OmegaConf.to_container(hydra.sweep)["subdir"].startswith("${hydra.job.num}")
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("bon.n_grid=[1,64]", "bon.n_grid"),
+        ("sampling.top_p=1.5", "sampling.top_p"),
+        ("rm.flip_rate=-0.1", "rm.flip_rate"),
+        ("dataset.test_size=0", "dataset.test_size"),
+        ("+sft.trl_args.warmup_stepz=3", "sft.trl_args.warmup_stepz"),
+        ("+rm.trl_args.seed=3", "rm.trl_args.seed"),
+    ],
+)
+def test_out_of_range_values_fail_before_anything_loads(compose, override, key):
+    from afd.config import ConfigError, validate
+
+    run = to_run_config(compose([override, "paths.output_dir=/tmp/x"]))
+    with pytest.raises(ConfigError, match=re.escape(key)):
+        validate(run)
+
+
+def test_defaults_and_every_experiment_validate(compose):
+    from afd.config import validate
+
+    for name in options("experiment"):
+        validate(to_run_config(compose([f"experiment={name}", "paths.output_dir=/tmp/x"])))
+    validate(to_run_config(compose(["+sft.trl_args.warmup_steps=3", "paths.output_dir=/tmp/x"])))

@@ -16,24 +16,17 @@ from omegaconf import OmegaConf
 from afd.config import to_run_config
 from afd.main import run
 
-
-def tiny_overrides(tiny_model_dir: Path, tmp_path: Path) -> list[str]:
-    return [
-        "model=custom",
-        f"model.name_or_path={tiny_model_dir}",
-        "debug=fast",
-        f"paths.cache_dir={tmp_path / 'cache'}",
-    ]
+from conftest import tiny_overrides
 
 
 def run_in_process(compose, overrides, out: Path) -> dict:
-    cfg = compose([*overrides, f"paths.output_dir={out}"])
+    cfg = compose(["objective=sft", *overrides, f"paths.output_dir={out}"])
     return run(to_run_config(cfg), OmegaConf.to_container(cfg, resolve=True))
 
 
 def test_sft_run_writes_metrics_tables_plot_and_wandb(compose, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    metrics = run_in_process(compose, tiny_overrides(tiny_model_dir, tmp_path), out)
+    metrics = run_in_process(compose, tiny_overrides(tiny_model_dir, tmp_path / "cache"), out)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics)
     for policy in ["base", "sft", "demo"]:
@@ -53,7 +46,7 @@ def test_sft_run_writes_metrics_tables_plot_and_wandb(compose, tiny_model_dir, t
 
 
 def test_rerun_reuses_cached_stages(compose, tiny_model_dir, tmp_path, caplog):
-    overrides = [*tiny_overrides(tiny_model_dir, tmp_path), "logger=none"]
+    overrides = [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "logger=none"]
     first = run_in_process(compose, overrides, tmp_path / "a")
     entries = sorted(p.name for p in (tmp_path / "cache").glob("*/*"))
     with caplog.at_level(logging.INFO, logger="afd.cache"):
@@ -71,7 +64,7 @@ def test_afd_multirun_subprocess_writes_one_dir_per_job(tiny_model_dir, tmp_path
         "-m",
         "objective=sft",
         "seed=0,1",
-        *tiny_overrides(tiny_model_dir, tmp_path),
+        *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
         f"hydra.sweep.dir={sweep}",
     ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)

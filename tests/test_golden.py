@@ -9,14 +9,13 @@ import torch
 from afd.config import GoldenConfig, GoldenKind, RMTextFormat
 from afd.golden import (
     GOLDEN_BUILDERS,
-    GoldenReward,
     Harmless,
     RewardModelGolden,
     Upbeat,
     build_golden,
-    render_hh,
 )
 from afd.hub import ModelSourceError
+from afd.rewards import Reward, render_hh, render_pair
 
 CPU = torch.device("cpu")
 
@@ -31,7 +30,7 @@ def test_every_golden_kind_has_a_builder():
 
 def test_upbeat_ranks_happy_above_sad():
     golden = build_golden("upbeat", GoldenConfig(kind=GoldenKind.upbeat), CPU)
-    assert isinstance(golden, Upbeat) and isinstance(golden, GoldenReward) and golden.name == "upbeat"
+    assert isinstance(golden, Upbeat) and isinstance(golden, Reward) and golden.name == "upbeat"
     scores = golden.score(
         [_user("how was your day?")] * 2,
         ["It was wonderful, I love it, such a happy great day!", "Awful. I feel sad, terrible and hopeless."],
@@ -120,7 +119,8 @@ def test_rm_gpt2_without_pad_token_batches_faithfully(tiny_rm_dir, tmp_path):
 
 def test_rm_chat_template_format_renders_the_response_as_assistant(tiny_rm_dir):
     golden = _rm(tiny_rm_dir, text_format=RMTextFormat.chat_template)
-    assert golden.render(_user("hi"), "hello") == "<s>user: hi</s><s>assistant: hello</s>"
+    text = render_pair(golden.tokenizer, golden.text_format, _user("hi"), "hello")
+    assert text == "<s>user: hi</s><s>assistant: hello</s>"
 
 
 def test_rm_truncation_keeps_the_end(tiny_rm_dir):

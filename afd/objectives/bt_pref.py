@@ -7,7 +7,7 @@ from __future__ import annotations
 from afd.config import RMLoss
 from afd.context import RunContext
 from afd.objectives.pipeline import prepare, reward_model_bon, rm_responses
-from afd.rm_data import Source, preference_pairs, simulated_preference_pairs
+from afd.rm_data import RMPair, Source, preference_pairs, simulated_preference_pairs
 from afd.stages.bon import score_pool
 
 
@@ -30,6 +30,14 @@ def run(ctx: RunContext) -> dict[str, float]:
     pairs, truthful = simulated_preference_pairs(
         ids, prompts, two, score_pool(golden, prompts, two), cfg.rm.flip_rate, cfg.seed
     )
-    return reward_model_bon(
-        ctx, prep, pairs, RMLoss.bt, {"rm/human_preferences": 0, "rm/label_agreement": float(truthful.mean())}
-    )
+    if not pairs:
+        raise ValueError(
+            f"bt_pref: the simulated annotator (golden {golden.name}) scored both pi_SFT samples equal for "
+            f"all {len(two)} RM prompts, so there is no preference to learn; use a golden reward that "
+            "separates them or more prompts (dataset.rm_size)"
+        )
+    truth = [
+        p if ok else RMPair(p.prompt_id, p.prompt, p.negative, p.positive) for p, ok in zip(pairs, truthful)
+    ]
+    extra = {"rm/human_preferences": 0, "rm/label_agreement": float(truthful.mean())}
+    return reward_model_bon(ctx, prep, pairs, RMLoss.bt, extra, truth=truth)

@@ -12,5 +12,7 @@ def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
     base, tokenizer = prep.base.get()
     sft, _ = prep.sft.get()
+    # fp32 on purpose: the reward is a difference of two sums of log-probs, where bf16 rounding of
+    # the logits would be of the same order as the signal.
     reward = LogRatioReward(sft, base, tokenizer, ctx.cfg.sampling.max_prompt_tokens, ctx.cfg.rm.batch_size)
     return finish(ctx, prep, reward, {})

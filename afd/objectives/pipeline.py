@@ -12,7 +12,6 @@ import numpy as np
 from afd.config import RMInit, RMLoss
 from afd.context import RunContext
 from afd.data import load_splits
-from afd.golden import GoldenReward
 from afd.policies import PolicyHandle, base_policy
 from afd.rewards import Reward
 from afd.rm_data import RMPair, Source, split_heldout
@@ -28,7 +27,7 @@ class Prepared:
     splits: datasets.DatasetDict
     base: PolicyHandle
     sft: PolicyHandle
-    goldens: dict[str, GoldenReward]
+    goldens: dict[str, Reward]
     base_test: list[list[str]]
     """eval.samples_per_prompt pi_init samples per test prompt."""
     pool: list[list[str]]
@@ -56,9 +55,18 @@ def rm_responses(ctx: RunContext, prep: Prepared, source: Source) -> list[list[s
 
 
 def reward_model_bon(
-    ctx: RunContext, prep: Prepared, pairs: list[RMPair], loss: RMLoss, extra: dict[str, Any]
+    ctx: RunContext,
+    prep: Prepared,
+    pairs: list[RMPair],
+    loss: RMLoss,
+    extra: dict[str, Any],
+    truth: list[RMPair] | None = None,
 ) -> dict[str, float]:
-    """Train a reward model on `pairs` (minus a held-out share of prompts), then Best-of-N with it."""
+    """Train a reward model on `pairs` (minus a held-out share of prompts), then Best-of-N with it.
+
+    `truth`: the same pairs ordered by the golden reward when `pairs` carry noisy labels (the
+    simulated annotator); held-out accuracy is then measured against the truth, not the noise.
+    """
     from afd.models import policy_source
 
     cfg = ctx.cfg
@@ -74,7 +82,9 @@ def reward_model_bon(
         init_source, init_spec = str(prep.sft.path), prep.sft.spec
     entry = train_rm(ctx, init_source, init_spec, train, loss)
     reward = load_trained_rm(ctx, entry)
-    metrics = {**heldout_accuracy(reward, heldout), "rm/train_pairs": len(train), **extra}
+    if truth is not None:
+        heldout = split_heldout(truth, cfg.rm.heldout_fraction, cfg.seed)[1]
+    metrics = {**heldout_accuracy(reward, heldout, loss), "rm/train_pairs": len(train), **extra}
     return finish(ctx, prep, reward, metrics)
 
 

@@ -3,19 +3,22 @@ curve must stay flat at pi_SFT's level; a length reward shows what pure length-h
 
 from __future__ import annotations
 
+from typing import Callable
+
 from transformers import AutoTokenizer
 
 from afd.config import Objective
 from afd.context import RunContext
-from afd.objectives.pipeline import finish, prepare
-from afd.rewards import LengthReward, RandomReward
+from afd.objectives.pipeline import Prepared, finish, prepare
+from afd.rewards import LengthReward, RandomReward, Reward
+
+SANITY_REWARDS: dict[Objective, Callable[[RunContext, Prepared], Reward]] = {
+    # Only pi_SFT's tokenizer is needed: no reason to load its weights.
+    Objective.length: lambda ctx, prep: LengthReward(AutoTokenizer.from_pretrained(prep.sft.path)),
+    Objective.random: lambda ctx, prep: RandomReward(ctx.cfg.seed),
+}
 
 
 def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
-    if ctx.cfg.objective.name is Objective.length:
-        # Only the tokenizer is needed: no reason to load pi_SFT's weights.
-        reward = LengthReward(AutoTokenizer.from_pretrained(prep.sft.path))
-    else:
-        reward = RandomReward(ctx.cfg.seed)
-    return finish(ctx, prep, reward, {})
+    return finish(ctx, prep, SANITY_REWARDS[ctx.cfg.objective.name](ctx, prep), {})

@@ -7,30 +7,27 @@ import logging
 from typing import Mapping, Sequence
 
 import datasets
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from afd.context import RunContext  # noqa: E402
-from afd.golden import GoldenReward  # noqa: E402
-from afd.stats import MeanCI, mean_ci  # noqa: E402
-from afd.tracking import write_csv  # noqa: E402
+from afd.context import RunContext
+from afd.plots import plot_golden
+from afd.rewards import Reward
+from afd.stats import MeanCI, mean_ci
+from afd.tracking import write_csv
 
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
 
 
-def build_goldens(ctx: RunContext) -> dict[str, GoldenReward]:
+def build_goldens(ctx: RunContext) -> dict[str, Reward]:
     from afd.golden import build_golden
 
     return {name: build_golden(name, g, ctx.device) for name, g in ctx.cfg.golden.items()}
 
 
 def score_policies(
-    goldens: Mapping[str, GoldenReward],
+    goldens: Mapping[str, Reward],
     split: datasets.Dataset,
     responses: Mapping[str, Sequence[Sequence[str]]],
 ) -> dict[str, dict[str, np.ndarray]]:
@@ -51,7 +48,7 @@ def prompt_text(messages: Sequence[dict]) -> str:
 
 def evaluate(
     ctx: RunContext,
-    goldens: Mapping[str, GoldenReward],
+    goldens: Mapping[str, Reward],
     split: datasets.Dataset,
     responses: Mapping[str, Sequence[Sequence[str]]],
     final_policy: str,
@@ -99,30 +96,9 @@ def evaluate(
     write_csv(out / "samples.csv", columns, rows)
     ctx.tracker.log_table("eval/samples", columns, rows)
 
-    plot_path = plot_golden(cis, out / "golden_eval.png")
+    plot_path = plot_golden(cis, level, out / "golden_eval.png")
     ctx.tracker.log_image("eval/golden_plot", plot_path)
     return metrics, scores
-
-
-def plot_golden(cis: Mapping[str, Mapping[str, MeanCI]], path):
-    fig, axes = plt.subplots(1, len(cis), figsize=(4 * len(cis), 3.2), squeeze=False)
-    for ax, (g, per) in zip(axes[0], cis.items()):
-        names = list(per)
-        means = [per[p].mean for p in names]
-        err = np.array([[per[p].mean - per[p].ci_low, per[p].ci_high - per[p].mean] for p in names]).T
-        ax.bar(
-            names,
-            means,
-            yerr=np.nan_to_num(err),
-            capsize=4,
-            color=["#999999", "#3b75af", "#e1812c", "#519e3e"][: len(names)],
-        )
-        ax.set_title(f"golden: {g} (mean, 95% CI)")
-        ax.set_ylabel("golden reward")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
 
 
 def format_table(metrics: Mapping[str, float], goldens: Sequence[str], policies: Sequence[str]) -> str:

@@ -28,6 +28,9 @@ def sample_split(
         "n": n,
         "sampling": cfg.sampling,
         "seed": cfg.seed,
+        "bf16": ctx.bf16,
+        "device": ctx.device.type,
+        "dtype": str(ctx.dtype),
     }
 
     def build(out: Path) -> None:
@@ -41,6 +44,7 @@ def sample_split(
             cfg.sampling,
             cfg.seed,
             desc=f"sample {policy.name} on {split_name} (n={n})",
+            bf16=ctx.bf16,
         )
         with (out / SAMPLES_FILE).open("w") as f:
             for pid, rs in zip(prompt_ids, responses):

@@ -38,10 +38,12 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
     spec = {
         "base": base.spec,
         "dataset": cfg.dataset,
-        "prompt_ids": list(train["prompt_id"]),
+        # The demonstrations themselves: a file edited in place must not hit the old entry.
+        "examples": list(zip(train["prompt_id"], train["demonstration"])),
         "sft": cfg.sft,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
+        "device": ctx.device.type,
     }
 
     trained_here: dict = {}
@@ -51,7 +53,7 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
         # pi_init stays untouched for later stages (reference samples, log-ratio rewards).
         model = apply_lora(copy.deepcopy(model), cfg.model.lora)
         args = TRLSFTConfig(
-            **common_trainer_args(cfg, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
+            **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             learning_rate=cfg.sft.learning_rate,
             num_train_epochs=cfg.sft.num_train_epochs,
             max_steps=cfg.sft.max_steps,

@@ -36,7 +36,7 @@ def _bce_trainer(ctx: RunContext, model, tokenizer, pairs: Sequence[RMPair], out
     # num_labels=1 + multi_label_classification = BCEWithLogitsLoss on the logit.
     model.config.problem_type = "multi_label_classification"
     args = TrainingArguments(
-        **common_trainer_args(cfg, out / "trainer", ctx.device, ctx.bf16, "none"),
+        **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
         **_rm_hparams(ctx),
     )
     tokenizer.padding_side = "right"
@@ -57,7 +57,7 @@ def _bt_trainer(ctx: RunContext, model, tokenizer, pairs: Sequence[RMPair], out:
         }
     )
     args = RewardConfig(
-        **common_trainer_args(cfg, out / "trainer", ctx.device, ctx.bf16, "none"),
+        **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
         **_rm_hparams(ctx),
         max_length=cfg.model.max_length,
     )
@@ -84,25 +84,27 @@ def train_rm(
     ctx: RunContext, init_source: str, init_spec: dict[str, Any], pairs: Sequence[RMPair], loss: RMLoss
 ) -> Path:
     """Train (or reuse) the reward model; returns its directory (weights + tokenizer + train_log.json)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForSequenceClassification
 
-    from afd.models import apply_lora
+    from afd.models import apply_lora, load_tokenizer
 
     cfg = ctx.cfg
     spec = {
         "init": init_spec,
         "pairs": [[p.prompt_id, p.positive, p.negative] for p in pairs],
         "loss": loss,
-        "rm": cfg.rm,
+        # Only what shapes training: data settings are in the pairs, scoring settings do not matter.
+        "hparams": _rm_hparams(ctx),
+        "init_head": cfg.rm.init,
+        "lora": cfg.rm.lora,
         "max_length": cfg.model.max_length,
+        "chat_template": cfg.model.chat_template,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
     }
 
     def build(out: Path) -> None:
-        tokenizer = AutoTokenizer.from_pretrained(init_source)
-        if tokenizer.pad_token is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(init_source, cfg.model)
         model = AutoModelForSequenceClassification.from_pretrained(init_source, num_labels=1, dtype=ctx.dtype)
         # Sequence classification pools the last non-pad token, found through config.pad_token_id.
         model.config.pad_token_id = tokenizer.pad_token_id
@@ -136,15 +138,15 @@ def load_trained_rm(ctx: RunContext, entry: Path) -> ClassifierReward:
     )
 
 
-def heldout_accuracy(reward, pairs: Sequence[RMPair]) -> dict[str, float]:
-    """rm/accuracy (pairs ordered correctly) and rm/pointwise_accuracy (sign of the logit = label)."""
+def heldout_accuracy(reward, pairs: Sequence[RMPair], loss: RMLoss) -> dict[str, float]:
+    """rm/accuracy (held-out pairs ordered correctly) and, for BCE, rm/pointwise_accuracy (sign of the
+    logit = label; a Bradley-Terry logit has an arbitrary offset, so it has none)."""
     if not pairs:
         return {}
     prompts = [p.prompt for p in pairs]
     pos = reward.score(prompts, [p.positive for p in pairs])
     neg = reward.score(prompts, [p.negative for p in pairs])
-    return {
-        "rm/accuracy": pairwise_accuracy(pos, neg),
-        "rm/pointwise_accuracy": float(((pos > 0).sum() + (neg <= 0).sum()) / (2 * len(pairs))),
-        "rm/heldout_pairs": len(pairs),
-    }
+    metrics = {"rm/accuracy": pairwise_accuracy(pos, neg), "rm/heldout_pairs": len(pairs)}
+    if loss is RMLoss.bce:
+        metrics["rm/pointwise_accuracy"] = float(((pos > 0).sum() + (neg <= 0).sum()) / (2 * len(pairs)))
+    return metrics

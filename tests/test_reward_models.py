@@ -1,0 +1,92 @@
+"""Reward-model training (BCE and Bradley-Terry) and the rewards that score pairs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from afd.config import RMLoss
+from afd.rewards import LengthReward, RandomReward, response_logprobs
+from afd.rm_data import RMPair, split_heldout
+from afd.stages.bon import mean_win_vs_pool
+from afd.stages.train_rm import heldout_accuracy, load_trained_rm, train_rm
+
+from conftest import tiny_overrides
+
+GOOD = ["that sounds wonderful i love it", "we went hiking and it was amazing", "i am doing great thanks"]
+BAD = ["i feel tired and sad today", "oh no i hope you feel better", "the weather is tired and sad"]
+
+
+def separable_pairs(n_prompts: int = 40) -> list[RMPair]:
+    return [
+        RMPair(f"p{i}", [{"role": "user", "content": f"hello there {i}"}], GOOD[i % 3], BAD[i % 3])
+        for i in range(n_prompts)
+    ]
+
+
+@pytest.mark.parametrize("loss", [RMLoss.bce, RMLoss.bt])
+def test_reward_model_learns_a_separable_fixture(make_context, tiny_model_dir, tmp_path, loss):
+    ctx = make_context(
+        [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "rm.max_steps=30", "rm.learning_rate=3e-3"]
+    )
+    train, heldout = split_heldout(separable_pairs(), 0.25, seed=0)
+    entry = train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss)
+    reward = load_trained_rm(ctx, entry)
+    acc = heldout_accuracy(reward, heldout, loss)
+    assert acc["rm/heldout_pairs"] == len(heldout) > 0
+    assert acc["rm/accuracy"] >= 0.9, acc
+    # A Bradley-Terry logit has an arbitrary offset: only BCE's sign means something.
+    assert ("rm/pointwise_accuracy" in acc) == (loss is RMLoss.bce)
+    # The head and the body both trained: weights differ from the base model's.
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    name = "model.layers.0.mlp.down_proj.weight"
+    assert not torch.allclose(reward.model.state_dict()[name], base.state_dict()[name])
+    # Same data and settings: the cache returns the same entry without training again.
+    assert train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss) == entry
+
+
+def test_response_logprobs_batched_equals_one_by_one(tiny_model_dir):
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": "hello there how are you"}], [{"role": "user", "content": "hi"}]]
+    responses = ["i am doing great thanks for asking", "ok"]
+    batched = response_logprobs(model, tok, prompts, responses, 256, batch_size=2, desc="t")
+    single = [
+        response_logprobs(model, tok, [p], [r], 256, batch_size=1, desc="t")[0]
+        for p, r in zip(prompts, responses)
+    ]
+    assert np.allclose(batched, single, atol=1e-4)
+    # Direct computation for the first pair.
+    text = tok.apply_chat_template(prompts[0], tokenize=False, add_generation_prompt=True)
+    p_ids = tok(text, add_special_tokens=False)["input_ids"]
+    r_ids = tok(responses[0], add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+    ids = torch.tensor([p_ids + r_ids])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(ids).logits[0, :-1], -1)
+    manual = sum(float(logp[len(p_ids) - 1 + j, t]) for j, t in enumerate(r_ids))
+    assert batched[0] == pytest.approx(manual, abs=1e-4)
+    assert (batched < 0).all()
+
+
+def test_sanity_rewards(tiny_model_dir):
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompts = [[{"role": "user", "content": "x"}]] * 3
+    lengths = LengthReward(tok).score(prompts, ["a", "a much longer answer here", "mid length"])
+    assert lengths[1] > lengths[2] > lengths[0]
+    r1, r2 = RandomReward(0).score(prompts, ["a"] * 3), RandomReward(0).score(prompts, ["a"] * 3)
+    assert np.array_equal(r1, r2) and len(set(r1)) == 3
+
+
+def test_mean_win_vs_pool_is_the_win_rate_against_another_pool_member():
+    rng = np.random.default_rng(0)
+    g = rng.integers(0, 4, size=(5, 7)).astype(float)  # many ties
+    w = mean_win_vs_pool(g)
+    for p in range(5):
+        for i in range(7):
+            others = [g[p, j] for j in range(7) if j != i]
+            brute = np.mean([1.0 if g[p, i] > b else 0.5 if g[p, i] == b else 0.0 for b in others])
+            assert w[p, i] == pytest.approx(brute)
+    # Each pair counted from both sides sums to one win: the pool's mean is exactly 1/2.
+    assert np.allclose(w.mean(axis=1), 0.5)
