@@ -22,12 +22,15 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 # Anthropic HH format for tokenizers without a chat template (GPT-2): what the paper's GPT-2 policy and
-# the Ray2333 golden reward models were trained on. A system message becomes a leading line.
+# the Ray2333 golden reward models were trained on. A system message becomes a leading line. Prompts
+# always end with a human turn, so the EOS below only closes completions (SFT, reward models).
 HH_CHAT_TEMPLATE = (
     "{% for message in messages %}"
     "{% if message['role'] == 'system' %}{{ message['content'] }}"
     "{% elif message['role'] == 'user' %}{{ '\n\nHuman: ' + message['content'] }}"
     "{% elif message['role'] == 'assistant' %}{{ '\n\nAssistant: ' + message['content'] }}"
+    # A final assistant turn is a training completion: ending it with EOS teaches the policy to stop.
+    "{% if loop.last %}{{ eos_token }}{% endif %}"
     "{% endif %}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '\n\nAssistant:' }}{% endif %}"

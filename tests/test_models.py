@@ -296,3 +296,19 @@ def test_device_and_precision_on_cpu():
             resolve_device(ComputeConfig(device="cuda"))
     with pytest.raises(ValueError, match="compute.device='nonsense'"):
         resolve_device(ComputeConfig(device="nonsense"))
+
+
+def test_hh_template_closes_completions_with_eos_but_not_prompts():
+    from conftest import build_tiny_tokenizer
+
+    tok = build_tiny_tokenizer()
+    tok.chat_template = HH_CHAT_TEMPLATE
+    prompt = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "yo"},
+        {"role": "user", "content": "ok?"},
+    ]
+    rendered = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=True)
+    assert rendered == "\n\nHuman: hi\n\nAssistant: yo\n\nHuman: ok?\n\nAssistant:"
+    full = tok.apply_chat_template([*prompt, {"role": "assistant", "content": " sure"}], tokenize=False)
+    assert full.endswith("\n\nAssistant:  sure" + tok.eos_token)

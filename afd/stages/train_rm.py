@@ -128,13 +128,15 @@ def load_trained_rm(ctx: RunContext, entry: Path) -> ClassifierReward:
     from afd.models import load_reward_model
 
     model, tokenizer = load_reward_model(str(entry), "reward model", ctx.device, ctx.dtype)
+    cfg = ctx.cfg
     return ClassifierReward(
-        "proxy rm",
+        f"{cfg.objective.name} RM",
         model,
         tokenizer,
         RMTextFormat.chat_template,
-        ctx.cfg.model.max_length,
-        ctx.cfg.rm.batch_size,
+        cfg.model.max_length,
+        cfg.rm.batch_size,
+        bf16=ctx.bf16,
     )
 
 
