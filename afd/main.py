@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,11 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """Console script `afd`."""
+    """Console script: `afd [overrides]`, `afd -m [sweep]`, or `afd report <sweep dir>`."""
+    if len(sys.argv) > 1 and sys.argv[1] == "report":
+        from afd.report import main as report_main
+
+        sys.exit(report_main(sys.argv[2:]))
     main()
 
 

@@ -9,7 +9,7 @@ import logging
 import pytest
 
 from afd.config import DatasetConfig, DatasetSource
-from afd.data import BUILDERS, DataError, load_splits
+from afd.data import BUILDERS, DataError, load_splits, require_examples
 
 COLUMNS = ["prompt_id", "prompt", "demonstration", "chosen", "rejected", "group"]
 
@@ -256,3 +256,14 @@ def test_demonstrations_override_errors(tmp_path):
     )
     with pytest.raises(DataError, match=r"conflict\.jsonl, line 2: .*different demonstration .*line 1"):
         load_splits(jsonl_cfg(data, demonstrations_path=conflict))
+
+
+def test_too_few_rows_for_a_test_split_is_one_clear_error(tmp_path):
+    f = tmp_path / "two.jsonl"
+    f.write_text('{"prompt": "a", "demonstration": "x"}\n{"prompt": "b", "demonstration": "y"}\n')
+    cfg = DatasetConfig(
+        name="two", source=DatasetSource.jsonl, path=str(f), test_size=2, rm_size=0, train_size=4
+    )
+    splits = load_splits(cfg)
+    with pytest.raises(DataError, match="the train split is empty"):
+        require_examples(splits, cfg, "train", "test")

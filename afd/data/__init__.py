@@ -15,7 +15,7 @@ from afd.data.demonstrations import DemonstrationOverride
 from afd.data.schema import FEATURES, DataError
 from afd.data.splits import SPLITS, Pool, fill_splits
 
-__all__ = ["DataError", "load_splits"]
+__all__ = ["DataError", "load_splits", "require_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +55,15 @@ def load_splits(cfg: DatasetConfig) -> DatasetDict:
             for name in SPLITS
         }
     )
+
+
+def require_examples(splits: DatasetDict, cfg: DatasetConfig, *names: str) -> None:
+    """Fail now, naming the dataset and the sizes, if a split a pipeline needs came out empty
+    (SFT needs demonstrations, evaluation needs prompts), not deep inside a trainer."""
+    for name in names:
+        if len(splits[name]) == 0:
+            raise DataError(
+                f"dataset {cfg.name} ({cfg.path or cfg.source.value}): the {name} split is empty; the source "
+                f"has too few examples for test_size={cfg.test_size}, rm_size={cfg.rm_size}, "
+                f"train_size={cfg.train_size}"
+            )

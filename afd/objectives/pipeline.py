@@ -11,7 +11,7 @@ import numpy as np
 
 from afd.config import RMInit, RMLoss
 from afd.context import RunContext
-from afd.data import load_splits
+from afd.data import load_splits, require_examples
 from afd.policies import PolicyHandle, base_policy
 from afd.rewards import Reward
 from afd.rm_data import RMPair, Source, split_heldout
@@ -37,6 +37,7 @@ class Prepared:
 def prepare(ctx: RunContext) -> Prepared:
     cfg = ctx.cfg
     splits = load_splits(cfg.dataset)
+    require_examples(splits, cfg.dataset, "train", "rm", "test")
     test = splits["test"]
     base = base_policy(ctx)
     base_test = sample_split(ctx, base, "test", test, cfg.eval.samples_per_prompt)

@@ -4,7 +4,7 @@ pi_init, pi_SFT and the demonstrations on the test prompts."""
 from __future__ import annotations
 
 from afd.context import RunContext
-from afd.data import load_splits
+from afd.data import load_splits, require_examples
 from afd.policies import base_policy
 from afd.stages.evaluate import build_goldens, evaluate, format_table
 from afd.stages.sample import sample_split
@@ -13,6 +13,7 @@ from afd.stages.sft import train_sft
 
 def run(ctx: RunContext) -> dict[str, float]:
     splits = load_splits(ctx.cfg.dataset)
+    require_examples(splits, ctx.cfg.dataset, "train", "test")
     n = ctx.cfg.eval.samples_per_prompt
     base = base_policy(ctx)
     # pi_init is sampled before training so one load serves both stages.

@@ -1,0 +1,60 @@
+"""`afd report` on a synthetic sweep directory, including a broken job."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from afd.report import ReportError, load_jobs, main, report, summarise
+
+
+def make_job(root: Path, num: int, objective: str, seed: int, golden: list[float] | None) -> Path:
+    job = root / f"{num}_{objective}_seed{seed}"
+    (job / ".hydra").mkdir(parents=True)
+    (job / "config.yaml").write_text(yaml.safe_dump({"objective": {"name": objective}, "seed": seed}))
+    if golden is not None:
+        metrics = {f"bon/golden@{n}": g for n, g in zip([1, 2, 4], golden)}
+        metrics.update({f"bon/winrate_vs_sft@{n}": 0.5 for n in [1, 2, 4]})
+        metrics.update({"eval/golden_mean": golden[-1], "eval/upbeat/demo/mean": 0.7})
+        (job / "metrics.json").write_text(json.dumps(metrics))
+    return job
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    make_job(tmp_path, 0, "irl_init_sft", 0, [0.4, 0.5, 0.6])
+    make_job(tmp_path, 1, "irl_init_sft", 1, [0.4, 0.7, 0.8])
+    make_job(tmp_path, 2, "bt_pref", 0, [0.4, 0.45, 0.5])
+    (tmp_path / "multirun.yaml").write_text("{}")
+    return tmp_path
+
+
+def test_report_means_and_intervals_across_seeds(sweep):
+    summary = summarise(load_jobs(sweep))
+    ci = summary["irl_init_sft"]["bon/golden@4"]
+    assert ci.mean == pytest.approx(0.7) and ci.n == 2 and ci.ci_low < 0.6 and ci.ci_high > 0.8
+    assert summary["bt_pref"]["bon/golden@2"].n == 1
+    path = report(sweep)
+    text = path.read_text()
+    assert "| irl_init_sft | 2 | 0.700 [" in text
+    assert "| bt_pref | 1 | 0.500 |" in text
+    assert (sweep / "report_bon.png").stat().st_size > 1000
+
+
+def test_report_refuses_a_broken_job_and_names_it(sweep, capsys):
+    broken = make_job(sweep, 3, "log_ratio", 0, None)
+    with pytest.raises(ReportError, match=str(broken)):
+        load_jobs(sweep)
+    assert main([str(sweep)]) == 2
+    assert "no metrics.json" in capsys.readouterr().err
+    (broken / "metrics.json").write_text("{not json")
+    with pytest.raises(ReportError, match="cannot read"):
+        load_jobs(sweep)
+
+
+def test_report_on_a_directory_without_jobs(tmp_path):
+    with pytest.raises(ReportError, match="no job directories"):
+        load_jobs(tmp_path)
