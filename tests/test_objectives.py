@@ -52,8 +52,9 @@ def test_objective_runs_and_reports_an_exact_bon_curve(
     )
     # The BoN pick has the highest proxy score in its pool, so its mean is at least the pool's.
     assert metrics["rm_scores/bon/mean"] >= metrics["rm_scores/sft/mean"] - 1e-9
-    if objective in RM_OBJECTIVES:
-        assert 0.0 <= metrics["rm/accuracy"] <= 1.0 and metrics["rm/train_pairs"] > 0
+    if objective in RM_OBJECTIVES | {Objective.log_ratio}:
+        assert 0.0 <= metrics["rm/accuracy"] <= 1.0
+        assert (metrics.get("rm/train_pairs", 0) > 0) == (objective in RM_OBJECTIVES)
     if objective is not BON_OBJECTIVES[0]:
         # A sweep over objectives redoes neither SFT nor the pools.
         assert "cache hit: sft" in caplog.text and "cache miss: sft" not in caplog.text

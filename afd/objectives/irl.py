@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 from afd.context import RunContext
-from afd.objectives.pipeline import prepare, reward_model_bon, rm_responses
-from afd.rm_data import IRL_VARIANTS, variant_pairs
+from afd.objectives.pipeline import prepare, reward_model_bon, variant_rm_pairs
+from afd.rm_data import IRL_VARIANTS
 
 
 def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
-    negative, positive = IRL_VARIANTS[ctx.cfg.objective.name]
-    split = prep.splits["rm"]
-    responses = {s: rm_responses(ctx, prep, s) for s in (negative, positive)}
-    pairs = variant_pairs(list(split["prompt_id"]), list(split["prompt"]), responses, negative, positive)
+    pairs = variant_rm_pairs(ctx, prep, *IRL_VARIANTS[ctx.cfg.objective.name])
     return reward_model_bon(ctx, prep, pairs, ctx.cfg.rm.loss, {})

@@ -4,15 +4,21 @@ the Init-SFT discriminator under a logistic loss (paper ablation A8): no reward-
 from __future__ import annotations
 
 from afd.context import RunContext
-from afd.objectives.pipeline import finish, prepare
+from afd.objectives.pipeline import finish, prepare, variant_rm_pairs
 from afd.rewards import LogRatioReward
+from afd.rm_data import Source, split_heldout
+from afd.stages.train_rm import heldout_accuracy
 
 
 def run(ctx: RunContext) -> dict[str, float]:
+    cfg = ctx.cfg
     prep = prepare(ctx)
+    # Judged on the same held-out Init-SFT pairs as the learned discriminator (irl_init_sft).
+    pairs = variant_rm_pairs(ctx, prep, Source.init, Source.sft)
+    heldout = split_heldout(pairs, cfg.rm.heldout_fraction, cfg.seed)[1]
     base, tokenizer = prep.base.get()
     sft, _ = prep.sft.get()
     # fp32 on purpose: the reward is a difference of two sums of log-probs, where bf16 rounding of
     # the logits would be of the same order as the signal.
     reward = LogRatioReward(sft, base, tokenizer, ctx.cfg.sampling.max_prompt_tokens, ctx.cfg.rm.batch_size)
-    return finish(ctx, prep, reward, {})
+    return finish(ctx, prep, reward, heldout_accuracy(reward, heldout, pointwise=False))

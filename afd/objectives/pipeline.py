@@ -14,7 +14,7 @@ from afd.context import RunContext
 from afd.data import load_splits, require_examples
 from afd.policies import PolicyHandle, base_policy
 from afd.rewards import Reward
-from afd.rm_data import RMPair, Source, split_heldout
+from afd.rm_data import RMPair, Source, split_heldout, variant_pairs
 from afd.stages.bon import best_of_n, extrapolation_diagnostic, score_pool
 from afd.stages.evaluate import build_goldens, evaluate, format_table
 from afd.stages.sample import sample_split
@@ -55,6 +55,13 @@ def rm_responses(ctx: RunContext, prep: Prepared, source: Source) -> list[list[s
     return sample_split(ctx, policy, "rm", split, ctx.cfg.rm.samples_per_prompt)
 
 
+def variant_rm_pairs(ctx: RunContext, prep: Prepared, negative: Source, positive: Source) -> list[RMPair]:
+    """The RM-training pairs of an IRL variant on the rm split (paper's "RM choice" table)."""
+    split = prep.splits["rm"]
+    responses = {s: rm_responses(ctx, prep, s) for s in (negative, positive)}
+    return variant_pairs(list(split["prompt_id"]), list(split["prompt"]), responses, negative, positive)
+
+
 def reward_model_bon(
     ctx: RunContext,
     prep: Prepared,
@@ -85,7 +92,11 @@ def reward_model_bon(
     reward = load_trained_rm(ctx, entry)
     if truth is not None:
         heldout = split_heldout(truth, cfg.rm.heldout_fraction, cfg.seed)[1]
-    metrics = {**heldout_accuracy(reward, heldout, loss), "rm/train_pairs": len(train), **extra}
+    metrics = {
+        **heldout_accuracy(reward, heldout, pointwise=loss is RMLoss.bce),
+        "rm/train_pairs": len(train),
+        **extra,
+    }
     return finish(ctx, prep, reward, metrics)
 
 

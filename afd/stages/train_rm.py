@@ -140,15 +140,15 @@ def load_trained_rm(ctx: RunContext, entry: Path) -> ClassifierReward:
     )
 
 
-def heldout_accuracy(reward, pairs: Sequence[RMPair], loss: RMLoss) -> dict[str, float]:
-    """rm/accuracy (held-out pairs ordered correctly) and, for BCE, rm/pointwise_accuracy (sign of the
-    logit = label; a Bradley-Terry logit has an arbitrary offset, so it has none)."""
+def heldout_accuracy(reward, pairs: Sequence[RMPair], pointwise: bool) -> dict[str, float]:
+    """rm/accuracy (held-out pairs ordered correctly) and, if `pointwise` (a BCE-trained logit),
+    rm/pointwise_accuracy (sign of the logit = label; other rewards have an arbitrary offset)."""
     if not pairs:
         return {}
     prompts = [p.prompt for p in pairs]
     pos = reward.score(prompts, [p.positive for p in pairs])
     neg = reward.score(prompts, [p.negative for p in pairs])
     metrics = {"rm/accuracy": pairwise_accuracy(pos, neg), "rm/heldout_pairs": len(pairs)}
-    if loss is RMLoss.bce:
+    if pointwise:
         metrics["rm/pointwise_accuracy"] = float(((pos > 0).sum() + (neg <= 0).sum()) / (2 * len(pairs)))
     return metrics
