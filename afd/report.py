@@ -71,26 +71,40 @@ def load_jobs(sweep_dir: Path) -> list[Job]:
     return jobs
 
 
+def _own_ci(metrics: dict[str, float], key: str, value: float) -> MeanCI:
+    """A single job's value with its own CI over prompts, when the job reported one."""
+    stem = key.removesuffix("/mean").removesuffix("_mean")
+    for low, high in [
+        (f"{key}_ci_low", f"{key}_ci_high"),
+        (f"{stem}_ci_low", f"{stem}_ci_high"),
+        (f"{stem}/ci_low", f"{stem}/ci_high"),
+    ]:
+        if low in metrics and high in metrics:
+            return MeanCI(value, metrics[low], metrics[high], 1)
+    return MeanCI(value, float("nan"), float("nan"), 1)
+
+
 def summarise(jobs: Sequence[Job], level: float = 0.95) -> dict[str, dict[str, MeanCI]]:
-    """summary[objective][metric] = mean and CI across seeds (one value per job)."""
+    """summary[objective][metric] = mean and CI across seeds (one value per job); an objective with a
+    single seed keeps that job's own CI over prompts (n=1 marks it)."""
     by_objective: dict[str, list[Job]] = defaultdict(list)
     for job in jobs:
         by_objective[job.objective].append(job)
     summary = {}
     for objective, group in by_objective.items():
         keys = set.intersection(*(set(j.metrics) for j in group))
-        summary[objective] = {
-            k: mean_ci([j.metrics[k] for j in group], level)
-            for k in sorted(keys)
-            if all(isinstance(j.metrics[k], (int, float)) for j in group)
-        }
+        numeric = [k for k in sorted(keys) if all(isinstance(j.metrics[k], (int, float)) for j in group)]
+        if len(group) == 1:
+            summary[objective] = {k: _own_ci(group[0].metrics, k, group[0].metrics[k]) for k in numeric}
+        else:
+            summary[objective] = {k: mean_ci([j.metrics[k] for j in group], level) for k in numeric}
     return summary
 
 
 def _fmt(ci: MeanCI | None) -> str:
     if ci is None:
         return "-"
-    if ci.n < 2:
+    if ci.ci_low != ci.ci_low:  # NaN: no interval known
         return f"{ci.mean:.3f}"
     return f"{ci.mean:.3f} [{ci.ci_low:.3f}, {ci.ci_high:.3f}]"
 
@@ -112,7 +126,8 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
     )
     cols = ["objective", "seeds", "eval/golden_mean", "rm/accuracy"] + [f"bon/golden@{n}" for n in grid]
     lines = [
-        f"Mean over seeds with a {level:.0%} t-interval across seeds (a single seed shows its value only).",
+        f"Mean over seeds with a {level:.0%} t-interval across seeds; an objective run with a single seed "
+        "shows that run's own interval over test prompts instead.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),
@@ -158,8 +173,8 @@ def plot(summary: dict[str, dict[str, MeanCI]], path: Path) -> Path:
                 continue
             ns = [n for n, _ in points]
             ax.plot(ns, [c.mean for _, c in points], "o-", label=objective)
-            low = [c.ci_low if c.n > 1 else c.mean for _, c in points]
-            high = [c.ci_high if c.n > 1 else c.mean for _, c in points]
+            low = [c.mean if c.ci_low != c.ci_low else c.ci_low for _, c in points]
+            high = [c.mean if c.ci_high != c.ci_high else c.ci_high for _, c in points]
             ax.fill_between(ns, low, high, alpha=0.15)
     for ax, label in [(axes[0], "golden reward of the BoN pick"), (axes[1], "win rate vs a pi_SFT sample")]:
         ax.set_xscale("log", base=2)

@@ -37,11 +37,23 @@ def test_report_means_and_intervals_across_seeds(sweep):
     ci = summary["irl_init_sft"]["bon/golden@4"]
     assert ci.mean == pytest.approx(0.7) and ci.n == 2 and ci.ci_low < 0.6 and ci.ci_high > 0.8
     assert summary["bt_pref"]["bon/golden@2"].n == 1
+
     path = report(sweep)
     text = path.read_text()
     assert "| irl_init_sft | 2 | 0.700 [" in text
-    assert "| bt_pref | 1 | 0.500 |" in text
+    assert "| bt_pref | 1 | 0.500 | - |" in text  # one seed and no per-prompt CI reported: the value alone
     assert (sweep / "report_bon.png").stat().st_size > 1000
+
+
+def test_single_seed_keeps_its_own_interval_over_prompts(tmp_path):
+    job = make_job(tmp_path, 0, "sft", 0, [0.4, 0.5, 0.6])
+    metrics = json.loads((job / "metrics.json").read_text())
+    metrics.update({"bon/golden@4_ci_low": 0.55, "bon/golden@4_ci_high": 0.65, "eval/golden_ci_low": 0.5})
+    metrics["eval/golden_ci_high"] = 0.7
+    (job / "metrics.json").write_text(json.dumps(metrics))
+    per = summarise(load_jobs(tmp_path))["sft"]
+    assert (per["bon/golden@4"].ci_low, per["bon/golden@4"].ci_high) == (0.55, 0.65)
+    assert (per["eval/golden_mean"].ci_low, per["eval/golden_mean"].ci_high) == (0.5, 0.7)
 
 
 def test_report_refuses_a_broken_job_and_names_it(sweep, capsys):
