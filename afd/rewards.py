@@ -110,6 +110,8 @@ class ClassifierReward:
         self.name = name
         self.bf16 = bf16
         """Score under bf16 autocast: for proxy rewards; golden ones stay fp32 to compare across runs."""
+        self.path = None
+        """The cache entry of a reward model afd trained (None for a golden one)."""
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.text_format = text_format

@@ -32,8 +32,12 @@ def test_reward_model_learns_a_separable_fixture(make_context, tiny_model_dir, t
         [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "rm.max_steps=30", "rm.learning_rate=3e-3"]
     )
     train, heldout = split_heldout(separable_pairs(), 0.25, seed=0)
-    entry = train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss)
-    reward = load_trained_rm(ctx, entry)
+    reward = train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss)
+    # The reward scores with the model trained in this process; reading the cache entry gives the same.
+    reloaded = load_trained_rm(ctx, reward.path)
+    prompts = [p.prompt for p in heldout]
+    responses = [GOOD[i % 3] for i in range(len(prompts))]
+    assert np.allclose(reward.score(prompts, responses), reloaded.score(prompts, responses), atol=1e-4)
     acc = heldout_accuracy(reward, heldout, pointwise=loss is RMLoss.bce)
     assert acc["rm/heldout_pairs"] == len(heldout) > 0
     assert acc["rm/accuracy"] >= 0.9, acc
@@ -44,7 +48,7 @@ def test_reward_model_learns_a_separable_fixture(make_context, tiny_model_dir, t
     name = "model.layers.0.mlp.down_proj.weight"
     assert not torch.allclose(reward.model.state_dict()[name], base.state_dict()[name])
     # Same data and settings: the cache returns the same entry without training again.
-    assert train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss) == entry
+    assert train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss).path == reward.path
 
 
 def test_response_logprobs_batched_equals_one_by_one(tiny_model_dir):

@@ -19,7 +19,7 @@ from afd.stages.bon import best_of_n, extrapolation_diagnostic, score_pool
 from afd.stages.evaluate import build_goldens, evaluate, format_table
 from afd.stages.sample import sample_split
 from afd.stages.sft import train_sft
-from afd.stages.train_rm import heldout_accuracy, load_trained_rm, train_rm
+from afd.stages.train_rm import heldout_accuracy, train_rm
 
 
 @dataclass
@@ -88,8 +88,7 @@ def reward_model_bon(
         init_source, init_spec = policy_source(cfg.model, cfg.paths.cache_dir)[0], prep.base.spec
     else:
         init_source, init_spec = str(prep.sft.path), prep.sft.spec
-    entry = train_rm(ctx, init_source, init_spec, train, loss)
-    reward = load_trained_rm(ctx, entry)
+    reward = train_rm(ctx, init_source, init_spec, train, loss)
     if truth is not None:
         heldout = split_heldout(truth, cfg.rm.heldout_fraction, cfg.seed)[1]
     metrics = {
@@ -137,12 +136,13 @@ def finish(ctx: RunContext, prep: Prepared, reward: Reward, extra: dict[str, Any
         }
     )
     print(format_table(metrics, list(prep.goldens), ["base", "sft", "demo"]))
-    print(format_bon(rows))
+    print(format_bon(rows, ctx.cfg.eval.ci_level))
     return metrics
 
 
-def format_bon(rows) -> str:
-    lines = ["Best-of-N    N   golden [95% CI]           win vs sft  win vs demo  KL bound"]
+def format_bon(rows, level: float) -> str:
+    ci = f"[{level:.0%} CI]"
+    lines = [f"Best-of-N    N   golden {ci:<19}win vs sft  win vs demo  KL bound"]
     for r in rows:
         lines.append(
             f"{'':9}{r['n']:>5}   {r['golden_mean']:.3f} "

@@ -102,7 +102,7 @@ def evaluate(
 
 
 def format_table(metrics: Mapping[str, float], goldens: Sequence[str], policies: Sequence[str]) -> str:
-    """A plain-text summary for the console: policy x golden, mean [95% CI]."""
+    """A plain-text summary for the console: policy x golden, mean [CI]."""
     lines = ["policy    " + "".join(f"{g:>30}" for g in goldens)]
     for p in policies:
         cells = []

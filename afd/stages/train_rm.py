@@ -82,8 +82,9 @@ TRAINERS = {RMLoss.bce: _bce_trainer, RMLoss.bt: _bt_trainer}
 
 def train_rm(
     ctx: RunContext, init_source: str, init_spec: dict[str, Any], pairs: Sequence[RMPair], loss: RMLoss
-) -> Path:
-    """Train (or reuse) the reward model; returns its directory (weights + tokenizer + train_log.json)."""
+) -> ClassifierReward:
+    """Train (or reuse) the reward model; returns it ready to score. Its cache entry (weights, tokenizer,
+    train_log.json) is `reward.path`."""
     from transformers import AutoModelForSequenceClassification
 
     from afd.models import apply_lora, load_tokenizer
@@ -103,6 +104,8 @@ def train_rm(
         "bf16": ctx.bf16,
     }
 
+    trained_here: dict = {}
+
     def build(out: Path) -> None:
         tokenizer = load_tokenizer(init_source, cfg.model)
         model = AutoModelForSequenceClassification.from_pretrained(init_source, num_labels=1, dtype=ctx.dtype)
@@ -116,18 +119,26 @@ def train_rm(
         trained.save_pretrained(out)
         tokenizer.save_pretrained(out)
         (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+        trained_here["rm"] = (trained, tokenizer)
 
     entry = ctx.cache.get_or_build("train_rm", spec, build)
     for h in json.loads((entry / "train_log.json").read_text()):
         if "loss" in h:
             ctx.tracker.log({"rm/train_loss": h["loss"], "rm/train_step": h.get("step", 0)})
-    return entry
+    reward = _as_reward(ctx, *trained_here["rm"]) if "rm" in trained_here else load_trained_rm(ctx, entry)
+    reward.path = entry
+    return reward
 
 
 def load_trained_rm(ctx: RunContext, entry: Path) -> ClassifierReward:
     from afd.models import load_reward_model
 
-    model, tokenizer = load_reward_model(str(entry), "reward model", ctx.device, ctx.dtype)
+    return _as_reward(ctx, *load_reward_model(str(entry), "reward model", ctx.device, ctx.dtype))
+
+
+def _as_reward(ctx: RunContext, model, tokenizer) -> ClassifierReward:
+    # Just trained in this process, or read from the cache: either way loaded once.
+    model.config.pad_token_id = tokenizer.pad_token_id
     cfg = ctx.cfg
     return ClassifierReward(
         f"{cfg.objective.name} RM",
