@@ -40,6 +40,11 @@ class Objective(Choice):
     """Sanity baseline: BoN by response length in tokens."""
     random = "random"
     """Sanity baseline: BoN by a random score (equals pi_SFT in expectation)."""
+    dpo_demo = "dpo_demo"
+    """Direct alignment from demonstrations: DPO with demonstration = chosen, a policy sample = rejected,
+    re-sampled from the latest policy each iteration (SPIN)."""
+    dpo_pref = "dpo_pref"
+    """DPO on preference pairs (human chosen/rejected, or the simulated annotator's)."""
 
 
 class DatasetSource(Choice):
@@ -87,6 +92,24 @@ class RMLoss(Choice):
     """Pointwise binary cross-entropy on the logit (the paper's discriminator loss)."""
     bt = "bt"
     """Bradley-Terry on (positive, negative) pairs matched by prompt."""
+
+
+class PolicyStart(Choice):
+    """Which policy a stage starts from."""
+
+    sft = "sft"
+    """pi_SFT."""
+    init = "init"
+    """pi_init (the base model)."""
+
+
+class SplitName(Choice):
+    """A split of the dataset."""
+
+    train = "train"
+    """The SFT demonstrations' prompts."""
+    rm = "rm"
+    """The prompts held for reward models (and preference pairs)."""
 
 
 class LoggerKind(Choice):
@@ -272,6 +295,39 @@ class BoNConfig:
 
 
 @dataclass
+class DPOSettings:
+    iterations: int = 1
+    """dpo_demo: rounds of (sample rejected responses from the latest policy, DPO); 1 = plain DPO."""
+    rejected_from: PolicyStart = PolicyStart.sft
+    """dpo_demo: the policy whose samples are the rejected responses of the first iteration."""
+    split: SplitName = SplitName.rm
+    """dpo_demo: the split whose prompts and demonstrations form the pairs (dpo_pref uses the same
+    preference pairs as bt_pref, on the rm split)."""
+    beta: float = 0.1
+    """DPO inverse temperature: strength of the implicit KL to the reference policy."""
+    learning_rate: float = 5e-6
+    """AdamW learning rate."""
+    num_train_epochs: float = 1.0
+    """Epochs over the pairs per iteration (ignored when max_steps > 0)."""
+    max_steps: int = -1
+    """Optimizer steps per iteration; -1 trains for num_train_epochs."""
+    per_device_train_batch_size: int = 4
+    """Pairs per device per step."""
+    logging_steps: int = 5
+    """Log dpo metrics every this many steps."""
+    trl_args: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed verbatim to trl.DPOConfig (e.g. loss_type, label_smoothing)."""
+
+
+@dataclass
+class StabilityConfig:
+    max_abs_reward: float = 1000.0
+    """Stop training when a logged reward or reward margin exceeds this in absolute value."""
+    max_kl: float = 1000.0
+    """Stop training when a logged KL to the reference exceeds this."""
+
+
+@dataclass
 class EvalConfig:
     samples_per_prompt: int = 1
     """Responses sampled per test prompt for each evaluated policy."""
@@ -279,6 +335,9 @@ class EvalConfig:
     """Confidence level of the intervals reported for means (t-interval over prompts)."""
     table_rows: int = 16
     """Rows of the samples table written to disk and W&B."""
+    policy_samples_per_prompt: int = 4
+    """Samples per test prompt of a trained final policy (DPO, RL): its golden reward, win rate
+    against pi_SFT and Monte-Carlo KL to pi_SFT."""
 
 
 @dataclass
@@ -325,6 +384,10 @@ class RunConfig:
     """Settings of the reward-model stage (IRL variants and the preference baseline)."""
     bon: BoNConfig = field(default_factory=BoNConfig)
     """Settings of the Best-of-N stage."""
+    dpo: DPOSettings = field(default_factory=DPOSettings)
+    """Settings of the DPO objectives (dpo_demo, dpo_pref)."""
+    stability: StabilityConfig = field(default_factory=StabilityConfig)
+    """Bounds past which a policy-training run is stopped as diverged."""
     eval: EvalConfig = field(default_factory=EvalConfig)
     """Settings of the evaluation stage."""
     compute: ComputeConfig = field(default_factory=ComputeConfig)
@@ -375,6 +438,11 @@ def validate(cfg: RunConfig) -> None:
     _check(not bad_n, "bon.n_grid", cfg.bon.n_grid, f"values in [1, bon.pool_size={cfg.bon.pool_size}]")
     _check_trl_args("sft.trl_args", cfg.sft.trl_args, "SFTConfig")
     _check_trl_args("rm.trl_args", cfg.rm.trl_args, "RewardConfig")
+    _check_trl_args("dpo.trl_args", cfg.dpo.trl_args, "DPOConfig")
+    _check(cfg.dpo.iterations >= 1, "dpo.iterations", cfg.dpo.iterations, ">= 1")
+    _check(cfg.dpo.beta > 0, "dpo.beta", cfg.dpo.beta, "> 0")
+    n = cfg.eval.policy_samples_per_prompt
+    _check(n >= 1, "eval.policy_samples_per_prompt", n, ">= 1")
 
 
 # Set by afd itself from typed knobs; passing them again through trl_args would be ambiguous.

@@ -9,7 +9,7 @@ from typing import Callable
 
 from afd.config import Objective
 from afd.context import RunContext
-from afd.objectives import bt_pref, irl, log_ratio, sanity, sft
+from afd.objectives import bt_pref, dpo, irl, log_ratio, sanity, sft
 
 OBJECTIVES: dict[Objective, Callable[[RunContext], dict[str, float]]] = {
     Objective.sft: sft.run,
@@ -20,4 +20,6 @@ OBJECTIVES: dict[Objective, Callable[[RunContext], dict[str, float]]] = {
     Objective.log_ratio: log_ratio.run,
     Objective.length: sanity.run,
     Objective.random: sanity.run,
+    Objective.dpo_demo: dpo.run,
+    Objective.dpo_pref: dpo.run,
 }

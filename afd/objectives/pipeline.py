@@ -3,6 +3,7 @@ Best-of-N -> evaluate. Objectives differ only in the reward they hand to `finish
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,12 +15,21 @@ from afd.context import RunContext
 from afd.data import load_splits, require_examples
 from afd.policies import PolicyHandle, base_policy
 from afd.rewards import Reward
-from afd.rm_data import RMPair, Source, split_heldout, variant_pairs
+from afd.rm_data import (
+    RMPair,
+    Source,
+    preference_pairs,
+    simulated_preference_pairs,
+    split_heldout,
+    variant_pairs,
+)
 from afd.stages.bon import best_of_n, extrapolation_diagnostic, score_pool
 from afd.stages.evaluate import build_goldens, evaluate, format_table
 from afd.stages.sample import sample_split
 from afd.stages.sft import train_sft
 from afd.stages.train_rm import heldout_accuracy, train_rm
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +70,56 @@ def variant_rm_pairs(ctx: RunContext, prep: Prepared, negative: Source, positive
     split = prep.splits["rm"]
     responses = {s: rm_responses(ctx, prep, s) for s in (negative, positive)}
     return variant_pairs(list(split["prompt_id"]), list(split["prompt"]), responses, negative, positive)
+
+
+@dataclass
+class Preferences:
+    pairs: list[RMPair]
+    """Preference pairs as labelled (positive = chosen)."""
+    truth: list[RMPair] | None
+    """The same pairs ordered by the golden reward, when the labels are simulated (and noisy)."""
+    metrics: dict[str, float]
+    """rm/human_preferences, and rm/label_agreement for simulated labels."""
+
+
+def preference_data(ctx: RunContext, prep: Prepared) -> Preferences:
+    """Preference pairs on the rm split: the dataset's human chosen/rejected (HH), or else a simulated
+    annotator that prefers the golden-better of two pi_SFT samples and flips rm.flip_rate of the labels."""
+    cfg = ctx.cfg
+    split = prep.splits["rm"]
+    ids, prompts = list(split["prompt_id"]), list(split["prompt"])
+    chosen, rejected = list(split["chosen"]), list(split["rejected"])
+    have = [c is not None and r is not None for c, r in zip(chosen, rejected)]
+    if chosen and all(have):
+        return Preferences(
+            preference_pairs(ids, prompts, chosen, rejected), None, {"rm/human_preferences": 1}
+        )
+    if any(have):
+        log.warning(
+            "only %d of %d rm prompts have chosen/rejected: simulating all preferences", sum(have), len(have)
+        )
+    if cfg.rm.samples_per_prompt < 2:
+        raise ValueError(
+            f"simulated preferences need two pi_SFT samples per prompt: "
+            f"rm.samples_per_prompt={cfg.rm.samples_per_prompt} must be >= 2"
+        )
+    two = [rs[:2] for rs in rm_responses(ctx, prep, Source.sft)]
+    golden = next(iter(prep.goldens.values()))
+    pairs, truthful = simulated_preference_pairs(
+        ids, prompts, two, score_pool(golden, prompts, two), cfg.rm.flip_rate, cfg.seed
+    )
+    if not pairs:
+        raise ValueError(
+            f"the simulated annotator (golden {golden.name}) scored both pi_SFT samples equal for all "
+            f"{len(two)} RM prompts, so there is no preference to learn; use a golden reward that "
+            "separates them or more prompts (dataset.rm_size)"
+        )
+    truth = [
+        p if ok else RMPair(p.prompt_id, p.prompt, p.negative, p.positive) for p, ok in zip(pairs, truthful)
+    ]
+    return Preferences(
+        pairs, truth, {"rm/human_preferences": 0, "rm/label_agreement": float(truthful.mean())}
+    )
 
 
 def reward_model_bon(
