@@ -45,6 +45,8 @@ class Objective(Choice):
     re-sampled from the latest policy each iteration (SPIN)."""
     dpo_pref = "dpo_pref"
     """DPO on preference pairs (human chosen/rejected, or the simulated annotator's)."""
+    rl_rm = "rl_rm"
+    """Policy optimisation (GRPO or RLOO, KL to pi_SFT) on a learned reward: the RL counterpart of BoN."""
 
 
 class DatasetSource(Choice):
@@ -110,6 +112,15 @@ class SplitName(Choice):
     """The SFT demonstrations' prompts."""
     rm = "rm"
     """The prompts held for reward models (and preference pairs)."""
+
+
+class RLAlgorithm(Choice):
+    """TRL's online policy-gradient trainers (both stable in TRL 1.x)."""
+
+    grpo = "grpo"
+    """Group-relative advantages (GRPOTrainer)."""
+    rloo = "rloo"
+    """REINFORCE leave-one-out baselines (RLOOTrainer)."""
 
 
 class LoggerKind(Choice):
@@ -320,6 +331,29 @@ class DPOSettings:
 
 
 @dataclass
+class RLSettings:
+    algorithm: RLAlgorithm = RLAlgorithm.grpo
+    """grpo or rloo."""
+    reward: Objective = Objective.irl_init_sft
+    """rl_rm: the reward to optimise, named by the objective that learns it (an IRL variant, bt_pref or
+    log_ratio); the reward model is the same cached one that objective's Best-of-N uses."""
+    beta: float = 0.05
+    """KL coefficient to the reference policy (pi_SFT)."""
+    num_generations: int = 4
+    """Completions per prompt (the group of the advantage estimate)."""
+    max_steps: int = 8
+    """Optimizer steps."""
+    per_device_train_batch_size: int = 4
+    """Completions per device per step; a multiple of num_generations."""
+    learning_rate: float = 1e-6
+    """AdamW learning rate."""
+    logging_steps: int = 1
+    """Log rl metrics every this many steps."""
+    trl_args: Dict[str, Any] = field(default_factory=dict)
+    """Extra keyword arguments passed verbatim to trl.GRPOConfig / trl.RLOOConfig."""
+
+
+@dataclass
 class StabilityConfig:
     max_abs_reward: float = 1000.0
     """Stop training when a logged reward or reward margin exceeds this in absolute value."""
@@ -386,6 +420,8 @@ class RunConfig:
     """Settings of the Best-of-N stage."""
     dpo: DPOSettings = field(default_factory=DPOSettings)
     """Settings of the DPO objectives (dpo_demo, dpo_pref)."""
+    rl: RLSettings = field(default_factory=RLSettings)
+    """Settings of policy optimisation (rl_rm)."""
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     """Bounds past which a policy-training run is stopped as diverged."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -441,6 +477,25 @@ def validate(cfg: RunConfig) -> None:
     _check_trl_args("dpo.trl_args", cfg.dpo.trl_args, "DPOConfig")
     _check(cfg.dpo.iterations >= 1, "dpo.iterations", cfg.dpo.iterations, ">= 1")
     _check(cfg.dpo.beta > 0, "dpo.beta", cfg.dpo.beta, "> 0")
+    rl = cfg.rl
+    _check_trl_args(
+        "rl.trl_args", rl.trl_args, "GRPOConfig" if rl.algorithm is RLAlgorithm.grpo else "RLOOConfig"
+    )
+    _check(
+        rl.num_generations >= 2, "rl.num_generations", rl.num_generations, ">= 2 (a group needs a baseline)"
+    )
+    _check(
+        rl.per_device_train_batch_size % rl.num_generations == 0,
+        "rl.per_device_train_batch_size",
+        rl.per_device_train_batch_size,
+        f"a multiple of rl.num_generations={rl.num_generations}",
+    )
+    _check(
+        rl.reward not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm},
+        "rl.reward",
+        rl.reward.value,
+        "an objective that learns a reward (irl_*, bt_pref, log_ratio, length, random)",
+    )
     n = cfg.eval.policy_samples_per_prompt
     _check(n >= 1, "eval.policy_samples_per_prompt", n, ">= 1")
 

@@ -14,7 +14,9 @@ from afd.main import run
 from conftest import tiny_overrides
 
 # Objectives that end with Best-of-N on the pi_SFT pool (the others train a policy: test_dpo.py).
-BON_OBJECTIVES = [o for o in Objective if o not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref}]
+BON_OBJECTIVES = [
+    o for o in Objective if o not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm}
+]
 RM_OBJECTIVES = {Objective.irl_init_sft, Objective.irl_init_demo, Objective.irl_sft_demo, Objective.bt_pref}
 
 

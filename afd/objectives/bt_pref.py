@@ -4,12 +4,20 @@ by the primary golden reward and flips rm.flip_rate of the labels (the paper's n
 
 from __future__ import annotations
 
-from afd.config import RMLoss
+from afd.config import Objective, RMLoss
 from afd.context import RunContext
-from afd.objectives.pipeline import preference_data, prepare, reward_model_bon
+from afd.objectives.pipeline import Prepared, finish, preference_data, prepare, trained_reward
+from afd.rewards import Reward
+
+
+def build_reward(
+    ctx: RunContext, prep: Prepared, _: Objective = Objective.bt_pref
+) -> tuple[Reward, dict[str, float]]:
+    """The Bradley-Terry reward model and its held-out accuracy (against the golden order)."""
+    prefs = preference_data(ctx, prep)
+    return trained_reward(ctx, prep, prefs.pairs, RMLoss.bt, prefs.metrics, "bt_pref RM", truth=prefs.truth)
 
 
 def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
-    prefs = preference_data(ctx, prep)
-    return reward_model_bon(ctx, prep, prefs.pairs, RMLoss.bt, prefs.metrics, truth=prefs.truth)
+    return finish(ctx, prep, *build_reward(ctx, prep))

@@ -122,15 +122,16 @@ def preference_data(ctx: RunContext, prep: Prepared) -> Preferences:
     )
 
 
-def reward_model_bon(
+def trained_reward(
     ctx: RunContext,
     prep: Prepared,
     pairs: list[RMPair],
     loss: RMLoss,
     extra: dict[str, Any],
+    name: str,
     truth: list[RMPair] | None = None,
-) -> dict[str, float]:
-    """Train a reward model on `pairs` (minus a held-out share of prompts), then Best-of-N with it.
+) -> tuple[Reward, dict[str, float]]:
+    """A reward model trained on `pairs` (minus a held-out share of prompts), and its rm/* metrics.
 
     `truth`: the same pairs ordered by the golden reward when `pairs` carry noisy labels (the
     simulated annotator); held-out accuracy is then measured against the truth, not the noise.
@@ -148,7 +149,7 @@ def reward_model_bon(
         init_source, init_spec = policy_source(cfg.model, cfg.paths.cache_dir)[0], prep.base.spec
     else:
         init_source, init_spec = str(prep.sft.path), prep.sft.spec
-    reward = train_rm(ctx, init_source, init_spec, train, loss)
+    reward = train_rm(ctx, init_source, init_spec, train, loss, name)
     if truth is not None:
         heldout = split_heldout(truth, cfg.rm.heldout_fraction, cfg.seed)[1]
     metrics = {
@@ -156,7 +157,7 @@ def reward_model_bon(
         "rm/train_pairs": len(train),
         **extra,
     }
-    return finish(ctx, prep, reward, metrics)
+    return reward, metrics
 
 
 def finish(ctx: RunContext, prep: Prepared, reward: Reward, extra: dict[str, Any]) -> dict[str, float]:

@@ -19,6 +19,10 @@ SANITY_REWARDS: dict[Objective, Callable[[RunContext, Prepared], Reward]] = {
 }
 
 
+def build_reward(ctx: RunContext, prep: Prepared, kind: Objective) -> tuple[Reward, dict[str, float]]:
+    return SANITY_REWARDS[kind](ctx, prep), {}
+
+
 def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
-    return finish(ctx, prep, SANITY_REWARDS[ctx.cfg.objective.name](ctx, prep), {})
+    return finish(ctx, prep, *build_reward(ctx, prep, ctx.cfg.objective.name))

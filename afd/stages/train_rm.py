@@ -81,7 +81,12 @@ TRAINERS = {RMLoss.bce: _bce_trainer, RMLoss.bt: _bt_trainer}
 
 
 def train_rm(
-    ctx: RunContext, init_source: str, init_spec: dict[str, Any], pairs: Sequence[RMPair], loss: RMLoss
+    ctx: RunContext,
+    init_source: str,
+    init_spec: dict[str, Any],
+    pairs: Sequence[RMPair],
+    loss: RMLoss,
+    name: str = "reward model",
 ) -> ClassifierReward:
     """Train (or reuse) the reward model; returns it ready to score. Its cache entry (weights, tokenizer,
     train_log.json) is `reward.path`."""
@@ -125,23 +130,27 @@ def train_rm(
     for h in json.loads((entry / "train_log.json").read_text()):
         if "loss" in h:
             ctx.tracker.log({"rm/train_loss": h["loss"], "rm/train_step": h.get("step", 0)})
-    reward = _as_reward(ctx, *trained_here["rm"]) if "rm" in trained_here else load_trained_rm(ctx, entry)
+    reward = (
+        _as_reward(ctx, *trained_here["rm"], name)
+        if "rm" in trained_here
+        else load_trained_rm(ctx, entry, name)
+    )
     reward.path = entry
     return reward
 
 
-def load_trained_rm(ctx: RunContext, entry: Path) -> ClassifierReward:
+def load_trained_rm(ctx: RunContext, entry: Path, name: str = "reward model") -> ClassifierReward:
     from afd.models import load_reward_model
 
-    return _as_reward(ctx, *load_reward_model(str(entry), "reward model", ctx.device, ctx.dtype))
+    return _as_reward(ctx, *load_reward_model(str(entry), "reward model", ctx.device, ctx.dtype), name)
 
 
-def _as_reward(ctx: RunContext, model, tokenizer) -> ClassifierReward:
+def _as_reward(ctx: RunContext, model, tokenizer, name: str) -> ClassifierReward:
     # Just trained in this process, or read from the cache: either way loaded once.
     model.config.pad_token_id = tokenizer.pad_token_id
     cfg = ctx.cfg
     return ClassifierReward(
-        f"{cfg.objective.name} RM",
+        name,
         model,
         tokenizer,
         RMTextFormat.chat_template,

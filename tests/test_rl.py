@@ -1,0 +1,91 @@
+"""Policy optimisation on a learned reward (rl_rm) with GRPO and RLOO on the tiny model."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from afd.config import ConfigError, to_run_config, validate
+from afd.main import run
+from afd.policies import base_policy
+from afd.stages.rl import reward_function, train_rl
+
+from conftest import tiny_overrides
+
+
+class PrefersShort:
+    """A reward with a clear optimum (short responses), for checking that training moves the policy."""
+
+    name = "prefers short"
+
+    def score(self, prompts, responses):
+        return -np.array([len(r) for r in responses], dtype=np.float64)
+
+
+def test_reward_function_speaks_trls_protocol():
+    fn = reward_function(PrefersShort())
+    completions = [[{"role": "assistant", "content": "abc"}], [{"role": "assistant", "content": "a"}]]
+    assert fn(prompts=[[{"role": "user", "content": "x"}]] * 2, completions=completions) == [-3.0, -1.0]
+    assert fn.__name__ == "prefers_short"
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_rl_trains_every_parameter_with_finite_losses(make_context, tiny_model_dir, tmp_path, algorithm):
+    ctx = make_context(
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+            f"rl.algorithm={algorithm}",
+            "rl.max_steps=3",
+            "rl.learning_rate=1e-2",
+            "rl.num_generations=4",
+            "rl.per_device_train_batch_size=4",
+        ]
+    )
+    start = base_policy(ctx)
+    before = {k: v.clone() for k, v in start.get()[0].state_dict().items()}
+    prompts = [[{"role": "user", "content": f"hello there {i}"}] for i in range(6)]
+    trained = train_rl(
+        ctx, start, PrefersShort(), {"reward": "short"}, prompts, [str(i) for i in range(6)], "rl_t"
+    )
+    log = [h for h in json.loads((trained.path / "train_log.json").read_text()) if "loss" in h]
+    assert log and all(math.isfinite(h["loss"]) and math.isfinite(h["reward"]) for h in log)
+    after = trained.get()[0].state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert len(changed) >= len(before) - 1, "(all but possibly an unused embedding row block) train"
+    assert all(torch.equal(v, start.get()[0].state_dict()[k]) for k, v in before.items()), "start untouched"
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_rl_rm_objective_end_to_end(compose, tiny_model_dir, tmp_path, algorithm):
+    cfg = compose(
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+            "objective=rl_rm",
+            f"rl.algorithm={algorithm}",
+            "golden=[harmless]",
+            "logger=none",
+            f"paths.output_dir={tmp_path / 'out'}",
+        ]
+    )
+    metrics = run(to_run_config(cfg), OmegaConf.to_container(cfg, resolve=True))
+    assert metrics["eval/golden_mean"] == metrics["eval/harmless/rl_irl_init_sft/mean"]
+    assert 0 <= metrics["rm/accuracy"] <= 1, "the Init-SFT reward model's own held-out accuracy"
+    assert math.isfinite(metrics["policy/kl_to_sft/mean"]) and 0 <= metrics["policy/winrate_vs_sft/mean"] <= 1
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("rl.per_device_train_batch_size=6", "rl.per_device_train_batch_size"),
+        ("rl.reward=dpo_demo", "rl.reward"),
+        ("+rl.trl_args.not_a_field=1", "rl.trl_args.not_a_field"),
+    ],
+)
+def test_rl_settings_are_checked_at_start(compose, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        validate(to_run_config(compose([override, "paths.output_dir=/tmp/x"])))
