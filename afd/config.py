@@ -47,6 +47,9 @@ class Objective(Choice):
     """DPO on preference pairs (human chosen/rejected, or the simulated annotator's)."""
     rl_rm = "rl_rm"
     """Policy optimisation (GRPO or RLOO, KL to pi_SFT) on a learned reward: the RL counterpart of BoN."""
+    reverse_kl = "reverse_kl"
+    """Adversarial imitation (GAIL/AIRL-style): rounds of discriminator (demos vs policy samples) and
+    policy optimisation on its transformed logit (paper section 2)."""
 
 
 class DatasetSource(Choice):
@@ -121,6 +124,18 @@ class RLAlgorithm(Choice):
     """Group-relative advantages (GRPOTrainer)."""
     rloo = "rloo"
     """REINFORCE leave-one-out baselines (RLOOTrainer)."""
+
+
+class Divergence(Choice):
+    """The divergence the adversarial policy minimises, through the reward it derives from the
+    discriminator's D = sigmoid(logit) (demonstrations = 1)."""
+
+    reverse_kl = "reverse_kl"
+    """KL(pi || demo): r = log D - log(1 - D) = logit (AIRL)."""
+    js = "js"
+    """Jensen-Shannon (GAN minimax): r = log D."""
+    gail = "gail"
+    """Non-saturating GAIL: r = -log(1 - D)."""
 
 
 class LoggerKind(Choice):
@@ -354,6 +369,21 @@ class RLSettings:
 
 
 @dataclass
+class AdversarialSettings:
+    rounds: int = 2
+    """Rounds of (sample the policy, update the discriminator, update the policy)."""
+    start: PolicyStart = PolicyStart.sft
+    """The policy the rounds start from (pi_SFT or pi_init); it is also the KL reference."""
+    divergence: Divergence = Divergence.reverse_kl
+    """Which divergence, through the reward transform of the discriminator's output."""
+    discriminator_steps: int = -1
+    """Discriminator optimizer steps per round; -1 uses rm.max_steps / rm.num_train_epochs. The
+    discriminator is warm-started from the previous round's (round 1: rm.init)."""
+    probe_prompts: int = 16
+    """Test prompts whose golden reward is logged after every round (adv/golden_probe)."""
+
+
+@dataclass
 class StabilityConfig:
     max_abs_reward: float = 1000.0
     """Stop training when a logged reward or reward margin exceeds this in absolute value."""
@@ -422,6 +452,8 @@ class RunConfig:
     """Settings of the DPO objectives (dpo_demo, dpo_pref)."""
     rl: RLSettings = field(default_factory=RLSettings)
     """Settings of policy optimisation (rl_rm)."""
+    adversarial: AdversarialSettings = field(default_factory=AdversarialSettings)
+    """Settings of reverse_kl (policy steps per round: rl.max_steps)."""
     stability: StabilityConfig = field(default_factory=StabilityConfig)
     """Bounds past which a policy-training run is stopped as diverged."""
     eval: EvalConfig = field(default_factory=EvalConfig)
@@ -491,10 +523,15 @@ def validate(cfg: RunConfig) -> None:
         f"a multiple of rl.num_generations={rl.num_generations}",
     )
     _check(
-        rl.reward not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm},
+        rl.reward
+        not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm, Objective.reverse_kl},
         "rl.reward",
         rl.reward.value,
         "an objective that learns a reward (irl_*, bt_pref, log_ratio, length, random)",
+    )
+    _check(cfg.adversarial.rounds >= 1, "adversarial.rounds", cfg.adversarial.rounds, ">= 1")
+    _check(
+        cfg.adversarial.probe_prompts >= 1, "adversarial.probe_prompts", cfg.adversarial.probe_prompts, ">= 1"
     )
     n = cfg.eval.policy_samples_per_prompt
     _check(n >= 1, "eval.policy_samples_per_prompt", n, ">= 1")

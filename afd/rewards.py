@@ -210,3 +210,24 @@ class RandomReward:
     def score(self, prompts, responses):
         check_pairs(prompts, responses)
         return self.rng.random(len(responses))
+
+
+# r(D) for D = sigmoid(logit), written in the logit for numerical stability.
+DIVERGENCE_REWARDS = {
+    "reverse_kl": lambda z: z,  # log D - log(1 - D)
+    "js": lambda z: -np.logaddexp(0.0, -z),  # log D
+    "gail": lambda z: np.logaddexp(0.0, z),  # -log(1 - D)
+}
+
+
+class DiscriminatorReward:
+    """The policy's reward from a discriminator (demonstrations = 1): the divergence's transform of its
+    logit (paper section 2: reverse KL gives the logit itself)."""
+
+    def __init__(self, discriminator: Reward, divergence: str):
+        self.discriminator, self.divergence = discriminator, divergence
+        self.name = f"{divergence} of {discriminator.name}"
+        self.path = getattr(discriminator, "path", None)
+
+    def score(self, prompts, responses):
+        return DIVERGENCE_REWARDS[self.divergence](self.discriminator.score(prompts, responses))

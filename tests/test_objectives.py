@@ -15,7 +15,9 @@ from conftest import tiny_overrides
 
 # Objectives that end with Best-of-N on the pi_SFT pool (the others train a policy: test_dpo.py).
 BON_OBJECTIVES = [
-    o for o in Objective if o not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm}
+    o
+    for o in Objective
+    if o not in {Objective.sft, Objective.dpo_demo, Objective.dpo_pref, Objective.rl_rm, Objective.reverse_kl}
 ]
 RM_OBJECTIVES = {Objective.irl_init_sft, Objective.irl_init_demo, Objective.irl_sft_demo, Objective.bt_pref}
 

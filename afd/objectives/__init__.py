@@ -9,7 +9,7 @@ from typing import Callable
 
 from afd.config import Objective
 from afd.context import RunContext
-from afd.objectives import bt_pref, dpo, irl, log_ratio, rl_rm, sanity, sft
+from afd.objectives import bt_pref, dpo, irl, log_ratio, reverse_kl, rl_rm, sanity, sft
 
 OBJECTIVES: dict[Objective, Callable[[RunContext], dict[str, float]]] = {
     Objective.sft: sft.run,
@@ -23,4 +23,5 @@ OBJECTIVES: dict[Objective, Callable[[RunContext], dict[str, float]]] = {
     Objective.dpo_demo: dpo.run,
     Objective.dpo_pref: dpo.run,
     Objective.rl_rm: rl_rm.run,
+    Objective.reverse_kl: reverse_kl.run,
 }
