@@ -124,7 +124,14 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
         ),
         None,
     )
-    cols = ["objective", "seeds", "eval/golden_mean", "rm/accuracy"] + [f"bon/golden@{n}" for n in grid]
+    cols = [
+        "objective",
+        "seeds",
+        "eval/golden_mean",
+        "policy/kl_to_sft/mean",
+        "policy/winrate_vs_sft/mean",
+        "rm/accuracy",
+    ] + [f"bon/golden@{n}" for n in grid]
     lines = [
         f"Mean over seeds with a {level:.0%} t-interval across seeds; an objective run with a single seed "
         "shows that run's own interval over test prompts instead.",
@@ -188,6 +195,48 @@ def plot(summary: dict[str, dict[str, MeanCI]], path: Path) -> Path:
     return path
 
 
+def plot_golden_vs_kl(summary: dict[str, dict[str, MeanCI]], path: Path) -> Path | None:
+    """Golden reward against KL to pi_SFT: BoN curves at the analytic bound log N - (N-1)/N, and trained
+    policies (DPO, RL, adversarial) as points at their Monte-Carlo KL, with CIs on both axes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = n_grid(summary)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    drawn = False
+    for objective, per in summary.items():
+        is_bon = bool(grid) and f"bon/kl_bound@{grid[0]}" in per
+        if is_bon:
+            ns = [n for n in grid if f"bon/golden@{n}" in per]
+            ax.plot(
+                [per[f"bon/kl_bound@{n}"].mean for n in ns],
+                [per[f"bon/golden@{n}"].mean for n in ns],
+                "o-",
+                label=f"BoN: {objective}",
+            )
+            drawn = True
+        elif "policy/kl_to_sft/mean" in per and "eval/golden_mean" in per:
+            kl, g = per["policy/kl_to_sft/mean"], per["eval/golden_mean"]
+            xerr = [[kl.mean - kl.ci_low], [kl.ci_high - kl.mean]] if kl.ci_low == kl.ci_low else None
+            yerr = [[g.mean - g.ci_low], [g.ci_high - g.mean]] if g.ci_low == g.ci_low else None
+            ax.errorbar(
+                [kl.mean], [g.mean], xerr=xerr, yerr=yerr, fmt="s", capsize=3, label=f"policy: {objective}"
+            )
+            drawn = True
+    if not drawn:
+        plt.close(fig)
+        return None
+    ax.set_xlabel("KL to pi_SFT (BoN: analytic bound; policies: Monte-Carlo)")
+    ax.set_ylabel("golden reward")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def report(sweep_dir: Path, out_dir: Path | None = None, level: float = 0.95) -> Path:
     jobs = load_jobs(sweep_dir)
     out_dir = Path(out_dir or sweep_dir)
@@ -196,6 +245,7 @@ def report(sweep_dir: Path, out_dir: Path | None = None, level: float = 0.95) ->
     text = f"# afd report: {sweep_dir}\n\n{len(jobs)} jobs.\n\n" + markdown(summary, level)
     (out_dir / "report.md").write_text(text)
     plot(summary, out_dir / "report_bon.png")
+    plot_golden_vs_kl(summary, out_dir / "report_golden_vs_kl.png")
     return out_dir / "report.md"
 
 

@@ -41,8 +41,31 @@ def test_report_means_and_intervals_across_seeds(sweep):
     path = report(sweep)
     text = path.read_text()
     assert "| irl_init_sft | 2 | 0.700 [" in text
-    assert "| bt_pref | 1 | 0.500 | - |" in text  # one seed and no per-prompt CI reported: the value alone
+    assert "| bt_pref | 1 | 0.500 | - | - | - |" in text  # one seed, no per-prompt CI: the value alone
     assert (sweep / "report_bon.png").stat().st_size > 1000
+
+
+def test_report_puts_bon_and_trained_policies_on_one_golden_vs_kl_plot(sweep):
+    job = make_job(sweep, 3, "rl_rm", 0, None)
+    (job / "metrics.json").write_text(
+        json.dumps(
+            {
+                "eval/golden_mean": 0.6,
+                "eval/golden_ci_low": 0.5,
+                "eval/golden_ci_high": 0.7,
+                "policy/kl_to_sft/mean": 1.2,
+                "policy/kl_to_sft/ci_low": 1.0,
+                "policy/kl_to_sft/ci_high": 1.4,
+            }
+        )
+    )
+    for j in sweep.glob("[012]_*"):
+        m = json.loads((j / "metrics.json").read_text())
+        m.update({f"bon/kl_bound@{n}": k for n, k in [(1, 0.0), (2, 0.19), (4, 0.64)]})
+        (j / "metrics.json").write_text(json.dumps(m))
+    text = report(sweep).read_text()
+    assert "| rl_rm | 1 | 0.600 [0.500, 0.700] | 1.200 [1.000, 1.400] |" in text
+    assert (sweep / "report_golden_vs_kl.png").stat().st_size > 1000
 
 
 def test_single_seed_keeps_its_own_interval_over_prompts(tmp_path):
