@@ -161,7 +161,8 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
         "|---|" + "---|" * len(grid),
     ]
     for objective, per in summary.items():
-        lines.append(f"| {objective} | " + " | ".join(_fmt(per.get(w)) for w in wins) + " |")
+        if any(w in per for w in wins):  # trained policies have no BoN curve
+            lines.append(f"| {objective} | " + " | ".join(_fmt(per.get(w)) for w in wins) + " |")
     return "\n".join(lines) + "\n"
 
 
