@@ -20,6 +20,7 @@ from afd.policies import PolicyHandle
 from afd.rewards import DiscriminatorReward
 from afd.rm_data import RMPair, split_heldout
 from afd.stages.policy_eval import evaluate_policy
+from afd.stages.policy_training import train_log
 from afd.stages.rl import train_rl
 from afd.stages.sample import sample_split
 from afd.stages.train_rm import heldout_accuracy, train_rm
@@ -71,7 +72,7 @@ def run(ctx: RunContext) -> dict[str, float]:
         policy = train_rl(
             ctx, policy, reward, reward_spec, list(split["prompt"]), list(split["prompt_id"]), f"adv_r{r}"
         )
-        log = [h for h in json.loads((policy.path / "train_log.json").read_text()) if "loss" in h]
+        log = train_log(policy)
         # The last logged loss, or the run's average when training was shorter than a logging interval.
         disc_log = [
             h.get("loss", h.get("train_loss")) for h in json.loads((disc.path / "train_log.json").read_text())

@@ -3,8 +3,6 @@ the given policy; cached, with a divergence guard."""
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Sequence
 
@@ -12,10 +10,10 @@ import datasets
 from trl import DPOConfig, DPOTrainer
 
 from afd.context import RunContext
-from afd.models import apply_lora
-from afd.policies import PolicyHandle, saved_policy
+from afd.policies import PolicyHandle
 from afd.rm_data import RMPair
 from afd.stability import DivergenceGuard
+from afd.stages.policy_training import log_training, train_policy_stage
 from afd.trainer_args import common_trainer_args
 
 
@@ -53,12 +51,8 @@ def train_dpo(ctx: RunContext, policy: PolicyHandle, pairs: Sequence[RMPair], na
         "bf16": ctx.bf16,
         "device": ctx.device.type,
     }
-    trained_here: dict = {}
 
-    def build(out: Path) -> None:
-        model, tokenizer = policy.get()
-        # The starting policy stays intact: it is the reference and may be evaluated later.
-        model = apply_lora(copy.deepcopy(model), cfg.model.lora)
+    def make_trainer(model, tokenizer, out: Path) -> DPOTrainer:
         args = DPOConfig(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             **hparams,
@@ -67,25 +61,14 @@ def train_dpo(ctx: RunContext, policy: PolicyHandle, pairs: Sequence[RMPair], na
         guard = DivergenceGuard(
             cfg.stability, f"DPO ({name})", f"{policy.name} ({policy.path or 'the base model'})"
         )
-        trainer = DPOTrainer(
+        return DPOTrainer(
             model=model,
             args=args,
             train_dataset=dpo_dataset(pairs),
             processing_class=tokenizer,
             callbacks=[guard],
         )
-        trainer.train()
-        trained = trainer.model.merge_and_unload() if cfg.model.lora.enabled else trainer.model
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        trained_here["policy"] = (trained.eval(), tokenizer)
 
-    entry = ctx.cache.get_or_build("dpo", spec, build)
-    for h in json.loads((entry / "train_log.json").read_text()):
-        if "loss" in h:
-            ctx.tracker.log({f"dpo/{name}/{k}": v for k, v in h.items() if isinstance(v, (int, float))})
-    handle = saved_policy(ctx, name, entry, {"dpo": entry.name})
-    if "policy" in trained_here:
-        handle.preload(trained_here["policy"])
-    return handle
+    trained = train_policy_stage(ctx, "dpo", spec, policy, name, make_trainer)
+    log_training(ctx, trained, f"dpo/{name}")
+    return trained

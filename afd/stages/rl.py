@@ -3,8 +3,6 @@ penalty (rl.beta) to the starting policy; cached, with a divergence guard (the R
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -12,10 +10,10 @@ import datasets
 
 from afd.config import RLAlgorithm
 from afd.context import RunContext
-from afd.models import apply_lora
-from afd.policies import PolicyHandle, saved_policy
+from afd.policies import PolicyHandle
 from afd.rewards import Reward
 from afd.stability import DivergenceGuard
+from afd.stages.policy_training import log_training, train_policy_stage
 from afd.trainer_args import common_trainer_args
 
 
@@ -74,12 +72,9 @@ def train_rl(
         "bf16": ctx.bf16,
         "device": ctx.device.type,
     }
-    trained_here: dict = {}
 
-    def build(out: Path) -> None:
+    def make_trainer(model, tokenizer, out: Path):
         config_cls, trainer_cls = _trainer(rl.algorithm)
-        model, tokenizer = policy.get()
-        model = apply_lora(copy.deepcopy(model), cfg.model.lora)
         args = config_cls(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             **hparams,
@@ -87,7 +82,7 @@ def train_rl(
         guard = DivergenceGuard(
             cfg.stability, f"RL ({name})", f"{policy.name} ({policy.path or 'the base model'})"
         )
-        trainer = trainer_cls(
+        return trainer_cls(
             model=model,
             reward_funcs=reward_function(reward),
             args=args,
@@ -95,18 +90,7 @@ def train_rl(
             processing_class=tokenizer,
             callbacks=[guard],
         )
-        trainer.train()
-        trained = trainer.model.merge_and_unload() if cfg.model.lora.enabled else trainer.model
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        trained_here["policy"] = (trained.eval(), tokenizer)
 
-    entry = ctx.cache.get_or_build("rl", spec, build)
-    for h in json.loads((entry / "train_log.json").read_text()):
-        if "loss" in h:
-            ctx.tracker.log({f"rl/{name}/{k}": v for k, v in h.items() if isinstance(v, (int, float))})
-    handle = saved_policy(ctx, name, entry, {"rl": entry.name})
-    if "policy" in trained_here:
-        handle.preload(trained_here["policy"])
-    return handle
+    trained = train_policy_stage(ctx, "rl", spec, policy, name, make_trainer)
+    log_training(ctx, trained, f"rl/{name}")
+    return trained

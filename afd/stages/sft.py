@@ -5,8 +5,6 @@ TRL's SFTTrainer on conversational prompt/completion pairs, so the loss covers r
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 from pathlib import Path
 
@@ -15,8 +13,8 @@ from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
 from afd.context import RunContext
-from afd.models import apply_lora
-from afd.policies import PolicyHandle, saved_policy
+from afd.policies import PolicyHandle
+from afd.stages.policy_training import train_log, train_policy_stage
 from afd.trainer_args import common_trainer_args
 
 log = logging.getLogger(__name__)
@@ -46,12 +44,7 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
         "device": ctx.device.type,
     }
 
-    trained_here: dict = {}
-
-    def build(out: Path) -> None:
-        model, tokenizer = base.get()
-        # pi_init stays untouched for later stages (reference samples, log-ratio rewards).
-        model = apply_lora(copy.deepcopy(model), cfg.model.lora)
+    def make_trainer(model, tokenizer, out: Path) -> SFTTrainer:
         args = TRLSFTConfig(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             learning_rate=cfg.sft.learning_rate,
@@ -64,27 +57,12 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
             completion_only_loss=True,
             **cfg.sft.trl_args,
         )
-        trainer = SFTTrainer(
+        return SFTTrainer(
             model=model, args=args, train_dataset=sft_dataset(train), processing_class=tokenizer
         )
-        result = trainer.train()
-        trained = trainer.model
-        if cfg.model.lora.enabled:
-            # Merged weights load like any model: sampling and later stages need no peft.
-            trained = trained.merge_and_unload()
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        trained_here["policy"] = (trained.eval(), tokenizer)
-        log.info("SFT finished: %s", result.metrics)
 
-    entry = ctx.cache.get_or_build("sft", spec, build)
-    history = json.loads((entry / "train_log.json").read_text())
-    final_loss = [h["loss"] for h in history if "loss" in h]
-    if final_loss:
-        ctx.tracker.summary({"sft/final_loss": final_loss[-1]})
-    handle = saved_policy(ctx, "sft", entry, {"sft": entry.name})
-    if "policy" in trained_here:
-        # Just trained in this process: use it rather than reading the same weights back from disk.
-        handle.preload(trained_here["policy"])
-    return handle
+    sft = train_policy_stage(ctx, "sft", spec, base, "sft", make_trainer)
+    losses = [h["loss"] for h in train_log(sft)]
+    if losses:
+        ctx.tracker.summary({"sft/final_loss": losses[-1]})
+    return sft
