@@ -6,7 +6,7 @@ STAMP := $(VENV)/.afd-installed
 # Nothing in the default run or the tests touches the network.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 
-.PHONY: setup run test test-slow lint clean
+.PHONY: setup run test test-slow bench lint clean
 
 setup: $(STAMP)
 
@@ -29,9 +29,14 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(OFFLINE) $(VENV)/bin/pytest -q -m slow
 
+# Sampling, scoring and SFT against their plain baselines, side by side (about 7 minutes on 2 cores;
+# run it on an otherwise idle machine). `make bench ARGS=sampling` runs one.
+bench: $(STAMP)
+	$(OFFLINE) $(PY) -m benchmarks.run $(ARGS)
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check afd tests
-	$(VENV)/bin/ruff format --check afd tests
+	$(VENV)/bin/ruff check afd tests benchmarks
+	$(VENV)/bin/ruff format --check afd tests benchmarks
 
 clean:
 	rm -rf $(VENV) outputs multirun

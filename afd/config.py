@@ -278,7 +278,9 @@ class SamplingConfig:
     max_prompt_tokens: int = 256
     """Prompts longer than this keep their last tokens (the most recent turns)."""
     batch_size: int = 64
-    """Sequences decoded together."""
+    """Sequences decoded together: the memory budget (a KV cache of batch_size x prompt + new tokens)."""
+    shared_prefix: bool = True
+    """Encode each prompt once and decode its n samples from the shared KV cache; false: plain generate."""
 
 
 @dataclass

