@@ -20,6 +20,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
+from afd.distributed import is_main_process, wait_for_everyone
+
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
@@ -83,17 +85,20 @@ def build_dir_atomically(target: str | Path, build: Callable[[Path], None]) -> P
     _remove_dead_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target)}{os.getpid()}-", dir=target.parent))
     try:
+        # Under accelerate every rank builds (a trainer needs them all), the main process publishes.
         build(tmp)
-        try:
-            os.replace(tmp, target)
-        except OSError:
-            # Another run (a parallel sweep job) finished the same build first; its copy is as good.
-            if not target.is_dir():
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)
+        if is_main_process():
+            try:
+                os.replace(tmp, target)
+            except OSError:
+                # Another run (a parallel sweep job) finished the same build first; its copy is as good.
+                if not target.is_dir():
+                    raise
+        shutil.rmtree(tmp, ignore_errors=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    wait_for_everyone()
     return target
 
 

@@ -296,6 +296,9 @@ class RMConfig:
     flip_rate: float = 0.1
     """bt_pref on data without human preferences: probability that the simulated annotator (the
     primary golden reward) flips a label; the paper's noisy-label motivation made measurable."""
+    human_flip_rate: float = 0.0
+    """Probability of flipping a human chosen/rejected label (HH): synthetic noise on top of the humans'
+    own, for the label-noise ablation on a task with human preferences."""
     learning_rate: float = 5e-5
     """AdamW learning rate."""
     num_train_epochs: float = 1.0
@@ -503,6 +506,7 @@ def validate(cfg: RunConfig) -> None:
     _check(cfg.rm.samples_per_prompt >= 1, "rm.samples_per_prompt", cfg.rm.samples_per_prompt, ">= 1")
     _check(0 <= cfg.rm.heldout_fraction < 1, "rm.heldout_fraction", cfg.rm.heldout_fraction, "in [0, 1)")
     _check(0 <= cfg.rm.flip_rate <= 1, "rm.flip_rate", cfg.rm.flip_rate, "in [0, 1]")
+    _check(0 <= cfg.rm.human_flip_rate <= 1, "rm.human_flip_rate", cfg.rm.human_flip_rate, "in [0, 1]")
     _check(cfg.bon.pool_size >= 1, "bon.pool_size", cfg.bon.pool_size, ">= 1")
     bad_n = [n for n in cfg.bon.n_grid if not 1 <= n <= cfg.bon.pool_size]
     _check(not bad_n, "bon.n_grid", cfg.bon.n_grid, f"values in [1, bon.pool_size={cfg.bon.pool_size}]")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,8 +14,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from afd import distributed
 from afd.cache import StageCache
-from afd.config import RunConfig, register_configs, to_run_config, validate
+from afd.config import LoggerKind, RunConfig, register_configs, to_run_config, validate
 from afd.context import RunContext
 from afd.tracking import tracking, write_json
 
@@ -28,12 +31,28 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 def run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     """Run one job: the objective's stages, then metrics.json and the tracker summary."""
+    validate(cfg)
+    distributed.start()
+    if not distributed.is_main_process():
+        # Other ranks of an accelerate run write nothing the user sees: no W&B run, and their outputs
+        # (identical to the main process's) go to a scratch directory, deleted afterwards.
+        with tempfile.TemporaryDirectory(prefix=f"afd-rank{distributed.rank()}-") as scratch:
+            other = replace(
+                cfg,
+                paths=replace(cfg.paths, output_dir=scratch),
+                logger=replace(cfg.logger, kind=LoggerKind.none),
+            )
+            return _run(other, resolved)
+    return _run(cfg, resolved)
+
+
+def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
+    """The job in this process, writing under cfg.paths.output_dir."""
     from transformers import set_seed
 
     from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
     from afd.objectives import OBJECTIVES
 
-    validate(cfg)
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))

@@ -81,16 +81,24 @@ def simulated_preference_pairs(
     `golden_scores[i]` holds the scores of `samples[i][0]` and `samples[i][1]`. Ties are skipped.
     Returns the pairs and, for each, whether its label agrees with the golden reward.
     """
-    rng = np.random.default_rng(seed)
-    pairs, truthful = [], []
+    ordered = []
     for pid, prompt, two, g in zip(prompt_ids, prompts, samples, golden_scores):
         if g[0] == g[1]:
             continue
         better, worse = (two[0], two[1]) if g[0] > g[1] else (two[1], two[0])
-        flipped = rng.random() < flip_rate
-        pairs.append(RMPair(pid, list(prompt), worse if flipped else better, better if flipped else worse))
-        truthful.append(not flipped)
-    return pairs, np.asarray(truthful, dtype=bool)
+        ordered.append(RMPair(pid, list(prompt), better, worse))
+    return flip_labels(ordered, flip_rate, seed)
+
+
+def flip_labels(pairs: Sequence[RMPair], flip_rate: float, seed: int) -> tuple[list[RMPair], np.ndarray]:
+    """Each pair's positive and negative swapped with probability `flip_rate`; returns the noisy pairs
+    and, for each, whether it kept its label."""
+    rng = np.random.default_rng(seed)
+    flipped = rng.random(len(pairs)) < flip_rate
+    noisy = [
+        RMPair(p.prompt_id, p.prompt, p.negative, p.positive) if f else p for p, f in zip(pairs, flipped)
+    ]
+    return noisy, ~flipped
 
 
 def is_heldout(prompt_id: str, fraction: float, seed: int) -> bool:

@@ -14,7 +14,7 @@ from afd.objectives import OBJECTIVES
 
 from conftest import CONF_DIR
 
-GROUPS = ["objective", "model", "dataset", "golden", "logger", "debug", "experiment"]
+GROUPS = ["objective", "model", "dataset", "golden", "logger", "debug", "task", "experiment"]
 # Options that need a user value (a path) before they convert to the typed schema.
 NEEDS_VALUE = {
     ("model", "custom"): ["model.name_or_path=/some/dir"],
@@ -112,3 +112,51 @@ def test_defaults_and_every_experiment_validate(compose):
     for name in options("experiment"):
         validate(to_run_config(compose([f"experiment={name}", "paths.output_dir=/tmp/x"])))
     validate(to_run_config(compose(["+sft.trl_args.warmup_steps=3", "paths.output_dir=/tmp/x"])))
+
+
+def sweep_jobs(cfg) -> list[list[str]]:
+    """The override list of every job of an experiment's grid, expanded exactly as `afd -m` expands it."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    params = [f"{key}={value}" for key, value in cfg.hydra.sweeper.params.items()]
+    return [
+        job
+        for batch in BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(params), None)
+        for job in batch
+    ]
+
+
+@pytest.mark.parametrize("name", options("experiment"))
+def test_every_job_of_every_experiment_grid_composes_and_validates(compose, name):
+    """Paper ablations: each experiment declares its grid (objectives and at least two seeds), and every
+    job of it composes into a valid run, without loading a model."""
+    from afd.config import validate
+
+    grid = compose([f"experiment={name}"], return_hydra_config=True)
+    jobs = sweep_jobs(grid)
+    seeds = {o for job in jobs for o in job if o.startswith("seed=")}
+    assert len(seeds) >= 2, f"experiment {name}: sweep at least two seeds, got {sorted(seeds)}"
+    assert any(o.startswith("objective=") for o in jobs[0]), f"experiment {name}: no objective in its grid"
+    for job in jobs:
+        run = to_run_config(compose([f"experiment={name}", *job, "paths.output_dir=/tmp/x"]))
+        validate(run)
+        assert run.experiment == name, f"experiment {name}: job {job} is grouped as {run.experiment!r}"
+        for override in job:
+            key, value = override.split("=", 1)
+            if key not in ("task", "objective"):
+                assert str(OmegaConf.select(OmegaConf.structured(run), key)) in (value, "None"), (
+                    name,
+                    override,
+                )
+
+
+def test_gpu_experiments_run_on_a_paper_task_and_embedded_ones_on_the_default(compose):
+    """The GPU-sized experiment and its embedded_ twin sweep the same grid on different tasks."""
+    for name in options("experiment"):
+        grid = compose([f"experiment={name}"], return_hydra_config=True)
+        task = grid.hydra.runtime.choices.get("task")
+        if name.startswith("embedded_"):
+            assert task is None and grid.model.name == "smollm2_135m", name
+        elif name != "task":
+            assert task in options("task"), f"experiment {name} picks no paper task (task={task})"

@@ -8,7 +8,9 @@ import pytest
 from afd.config import Objective
 from afd.rm_data import (
     IRL_VARIANTS,
+    RMPair,
     Source,
+    flip_labels,
     pairwise_accuracy,
     simulated_preference_pairs,
     split_heldout,
@@ -90,3 +92,14 @@ def test_heldout_is_by_prompt_and_stable():
 
 def test_pairwise_accuracy_counts_ties_half():
     assert pairwise_accuracy(np.array([1.0, 0.0, 2.0]), np.array([0.0, 0.0, 3.0])) == pytest.approx(0.5)
+
+
+def test_flip_labels_swaps_at_the_rate_and_reports_which():
+    pairs = [
+        RMPair(f"p{i}", [{"role": "user", "content": str(i)}], "chosen", "rejected") for i in range(4000)
+    ]
+    noisy, kept = flip_labels(pairs, 0.3, seed=1)
+    swapped = np.array([p.positive == "rejected" and p.negative == "chosen" for p in noisy])
+    assert np.array_equal(swapped, ~kept)
+    assert abs(swapped.mean() - 0.3) < 0.03
+    assert flip_labels(pairs, 0.0, seed=1)[0] == pairs

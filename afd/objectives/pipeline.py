@@ -18,6 +18,7 @@ from afd.rewards import Reward
 from afd.rm_data import (
     RMPair,
     Source,
+    flip_labels,
     preference_pairs,
     simulated_preference_pairs,
     split_heldout,
@@ -77,7 +78,8 @@ class Preferences:
     pairs: list[RMPair]
     """Preference pairs as labelled (positive = chosen)."""
     truth: list[RMPair] | None
-    """The same pairs ordered by the golden reward, when the labels are simulated (and noisy)."""
+    """The same pairs with their true labels, when `pairs` carry noise: ordered by the golden reward
+    (simulated annotator), or the human labels before rm.human_flip_rate flipped some."""
     metrics: dict[str, float]
     """rm/human_preferences, and rm/label_agreement for simulated labels."""
 
@@ -91,8 +93,13 @@ def preference_data(ctx: RunContext, prep: Prepared) -> Preferences:
     chosen, rejected = list(split["chosen"]), list(split["rejected"])
     have = [c is not None and r is not None for c, r in zip(chosen, rejected)]
     if chosen and all(have):
+        human = preference_pairs(ids, prompts, chosen, rejected)
+        if cfg.rm.human_flip_rate == 0:
+            return Preferences(human, None, {"rm/human_preferences": 1})
+        noisy, kept = flip_labels(human, cfg.rm.human_flip_rate, cfg.seed)
+        # Accuracy is then measured against the human labels, not the added noise.
         return Preferences(
-            preference_pairs(ids, prompts, chosen, rejected), None, {"rm/human_preferences": 1}
+            noisy, human, {"rm/human_preferences": 1, "rm/label_agreement": float(kept.mean())}
         )
     if any(have):
         log.warning(
