@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Callable
 
-from afd.distributed import is_main_process, wait_for_everyone
+from afd.distributed import is_main_process, main_process_value, wait_for_everyone
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def build_dir_atomically(target: str | Path, build: Callable[[Path], None]) -> P
     `.<name>.partial-<host>-<pid>-*` directory that is never read, and later runs delete it.
     """
     target = Path(target)
-    if target.is_dir():
+    if main_process_value(target.is_dir()):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_partials(target)
@@ -112,7 +112,7 @@ class StageCache:
     def get_or_build(self, stage: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
         """Return the entry's directory, calling `build(tmp_dir)` to fill it only on a miss."""
         final = self.entry(stage, spec)
-        if final.is_dir():
+        if main_process_value(final.is_dir()):
             log.info("cache hit: %s %s (reusing %s)", stage, final.name, final)
             return final
         log.info("cache miss: %s %s, building", stage, final.name)

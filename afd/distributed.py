@@ -47,3 +47,18 @@ def wait_for_everyone() -> None:
 
     if dist.is_initialized():
         dist.barrier()
+
+
+def main_process_value(value: bool) -> bool:
+    """The main process's `value` on every rank: ranks must take the same branch (a cache hit or a
+    build), or one of them waits forever in a collective the others never reach; another run may
+    publish an entry between two ranks' checks."""
+    if world_size() == 1:
+        return value
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return bool(box[0])

@@ -11,6 +11,7 @@ from typing import Any
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
@@ -86,6 +87,14 @@ def main(cfg: DictConfig) -> float | None:
         raise SystemExit(
             f"afd: config key {e.full_key} has no value: set it on the command line ({e.full_key}=...)"
         ) from None
+    if distributed.world_size() > 1 and not any(
+        o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra
+    ):
+        log.warning(
+            "%d processes and no hydra.run.dir=...: each process stamps its own run directory; "
+            "the results are in the main process's, the others hold only Hydra's logs",
+            distributed.world_size(),
+        )
     resolved = OmegaConf.to_container(cfg, resolve=True)
     metrics = run(run_cfg, resolved)
     # Returned so that sweepers (e.g. optuna) can optimise it.

@@ -14,6 +14,7 @@ import torch
 
 from afd.cache import build_dir_atomically
 from afd.config import ComputeConfig, LoraSettings, ModelConfig, Precision
+from afd.distributed import main_process_value
 from afd.hub import ModelSourceError, resolve_source
 
 if TYPE_CHECKING:
@@ -101,7 +102,7 @@ def gguf_package_dir(package: str) -> Path:
 def dequantised_gguf_dir(package: str, gguf_file: str, cache_dir: str | Path) -> Path:
     """`<cache_dir>/models/<package>/<gguf stem>/`: the GGUF model as fp32 safetensors, built once."""
     target = Path(cache_dir) / "models" / package / Path(gguf_file).stem
-    if target.is_dir():
+    if main_process_value(target.is_dir()):
         logger.info("loading cached %s from %s", gguf_file, target)
         return target
     gguf_path = gguf_package_dir(package) / gguf_file

@@ -44,6 +44,7 @@ class Job:
     metrics: dict[str, float]
     overrides: dict[str, str] = field(default_factory=dict)
     variant: str = ""  # the objective plus the overrides that tell it apart; set by load_jobs
+    settings: dict[str, object] = field(default_factory=dict)  # resolved config that must match across seeds
 
 
 def _parse_override(text: str) -> tuple[str, str]:
@@ -83,7 +84,21 @@ def _read_job(path: Path) -> Job:
         objective, seed = str(config["objective"]["name"]), int(config["seed"])
     except (yaml.YAMLError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
         raise ReportError(f"{path}: cannot read config.yaml / metrics.json ({type(e).__name__}: {e})") from e
-    return Job(path, objective, seed, metrics, _read_overrides(path), variant=objective)
+    settings = {k: v for k, v in _flatten(config).items() if not k.startswith(NOT_SETTINGS)}
+    return Job(path, objective, seed, metrics, _read_overrides(path), variant=objective, settings=settings)
+
+
+# Resolved-config keys that may differ between the seeds of one variant without changing what it is.
+NOT_SETTINGS = ("seed", "experiment", "paths.", "logger.", "compute.threads")
+
+
+def _flatten(node: object, prefix: str = "") -> dict[str, object]:
+    if not isinstance(node, dict):
+        return {prefix: node}
+    out: dict[str, object] = {}
+    for key, value in node.items():
+        out.update(_flatten(value, f"{prefix}{key}" if not prefix else f"{prefix}.{key}"))
+    return out
 
 
 def _job_dirs(sweep_dir: Path) -> list[Path]:
@@ -130,6 +145,23 @@ def _refuse_repeated_seeds(jobs: Sequence[Job]) -> None:
             )
 
 
+def _refuse_mixed_settings(jobs: Sequence[Job]) -> None:
+    """Jobs of one variant label whose resolved configs differ beyond the seed (e.g. two sweeps whose
+    experiment files set different pool sizes) are not seeds of one thing: refuse to pool them."""
+    first: dict[str, Job] = {}
+    for job in jobs:
+        ref = first.setdefault(job.variant, job)
+        differ = sorted(
+            k for k in ref.settings.keys() | job.settings.keys() if ref.settings.get(k) != job.settings.get(k)
+        )
+        if differ:
+            raise ReportError(
+                f"{job.path}: same variant ({job.variant}) as {ref.path} but a different config "
+                f"({', '.join(differ[:5])}{' ...' if len(differ) > 5 else ''}); "
+                "report these sweeps separately"
+            )
+
+
 def load_jobs(*sweep_dirs: Path) -> list[Job]:
     """Every job directory under the sweep directories, labelled with its variant (label_variants)."""
     jobs, broken = [], []
@@ -143,6 +175,7 @@ def load_jobs(*sweep_dirs: Path) -> list[Job]:
         raise ReportError("refusing to report a sweep with unreadable jobs:\n  " + "\n  ".join(broken))
     jobs = label_variants(jobs)
     _refuse_repeated_seeds(jobs)
+    _refuse_mixed_settings(jobs)
     return jobs
 
 
@@ -219,14 +252,17 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
         cells = [variant, str(seeds)] + [_fmt(per.get(c)) for c in cols[2:]]
         lines.append("| " + " | ".join(cells) + " |")
     if golden:
-        lines += [
-            "",
-            f"Reference levels (golden `{golden}`): "
-            + ", ".join(
-                f"{p} {_fmt(next(iter(summary.values())).get(f'eval/{golden}/{p}/mean'))}"
-                for p in ["base", "sft", "demo"]
-            ),
-        ]
+        levels = {
+            variant: ", ".join(
+                f"{p} {_fmt(per.get(f'eval/{golden}/{p}/mean'))}" for p in ["base", "sft", "demo"]
+            )
+            for variant, per in summary.items()
+        }
+        if len(set(levels.values())) == 1:
+            lines += ["", f"Reference levels (golden `{golden}`): {next(iter(levels.values()))}"]
+        else:  # variants on different tasks or data (e.g. A3, A11) have their own levels
+            lines += ["", f"Reference levels (golden `{golden}`) per variant:", ""]
+            lines += [f"- {variant}: {text}" for variant, text in levels.items()]
     wins = [f"bon/winrate_vs_sft@{n}" for n in grid]
     lines += [
         "",

@@ -20,12 +20,14 @@ def make_job(
     golden: list[float] | None,
     overrides: list[str] | None = None,
     rm_scores: dict[str, float] | None = None,
+    config: dict | None = None,
 ) -> Path:
     """A Hydra job directory; `overrides` (without objective and seed, which are added) writes
     .hydra/overrides.yaml, `rm_scores` adds the extrapolation diagnostic's `rm_scores/<group>/mean`."""
     job = root / f"{num}_{objective}_seed{seed}"
     (job / ".hydra").mkdir(parents=True)
-    (job / "config.yaml").write_text(yaml.safe_dump({"objective": {"name": objective}, "seed": seed}))
+    resolved = {"objective": {"name": objective}, "seed": seed, **(config or {})}
+    (job / "config.yaml").write_text(yaml.safe_dump(resolved))
     if overrides is not None:
         lines = [f"objective={objective}", f"seed={seed}", *overrides]
         (job / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(lines))
@@ -210,3 +212,26 @@ def test_a_broken_job_in_the_second_directory_is_named(tmp_path, capsys):
     (broken / ".hydra" / "overrides.yaml").write_text("- [unclosed")
     with pytest.raises(ReportError, match="cannot read .hydra/overrides.yaml"):
         load_jobs(other)
+
+
+def test_jobs_of_one_label_with_different_configs_are_not_pooled_as_seeds(tmp_path):
+    """Two sweeps whose experiment files set different pool sizes: same label, not the same variant."""
+    make_job(tmp_path / "a", 0, "bt_pref", 0, [0.4, 0.5, 0.6], config={"bon": {"pool_size": 16}})
+    make_job(tmp_path / "b", 0, "bt_pref", 1, [0.4, 0.5, 0.7], config={"bon": {"pool_size": 128}})
+    with pytest.raises(ReportError, match=r"bon\.pool_size"):
+        load_jobs(tmp_path / "a", tmp_path / "b")
+    # Paths, logger, experiment name and thread count may differ between seeds of one variant.
+    make_job(
+        tmp_path / "c", 0, "bt_pref", 2, [0.4, 0.5, 0.6], config={"bon": {"pool_size": 16}, "paths": {"x": 1}}
+    )
+    assert len(load_jobs(tmp_path / "a", tmp_path / "c")) == 2
+
+
+def test_reference_levels_are_given_per_variant_when_they_differ(tmp_path):
+    make_job(tmp_path, 0, "irl_init_sft", 0, [0.4, 0.5, 0.6], ["task=hh_harmless_gpt2"])
+    job = make_job(tmp_path, 1, "irl_init_sft", 0, [0.4, 0.5, 0.6], ["task=hh_helpful_gemma2b"])
+    metrics = json.loads((job / "metrics.json").read_text())
+    (job / "metrics.json").write_text(json.dumps({**metrics, "eval/upbeat/demo/mean": 0.3}))
+    text = report(tmp_path).read_text()
+    assert "per variant" in text
+    assert "- irl_init_sft task=hh_helpful_gemma2b: base -, sft -, demo 0.300" in text

@@ -81,12 +81,13 @@ class Preferences:
     """The same pairs with their true labels, when `pairs` carry noise: ordered by the golden reward
     (simulated annotator), or the human labels before rm.human_flip_rate flipped some."""
     metrics: dict[str, float]
-    """rm/human_preferences, and rm/label_agreement for simulated labels."""
+    """rm/human_preferences, and rm/label_agreement when labels were simulated or flipped."""
 
 
 def preference_data(ctx: RunContext, prep: Prepared) -> Preferences:
-    """Preference pairs on the rm split: the dataset's human chosen/rejected (HH), or else a simulated
-    annotator that prefers the golden-better of two pi_SFT samples and flips rm.flip_rate of the labels."""
+    """Preference pairs on the rm split: the dataset's human chosen/rejected (HH; rm.human_flip_rate of
+    them flipped), or else a simulated annotator that prefers the golden-better of two pi_SFT samples
+    and flips rm.flip_rate of the labels."""
     cfg = ctx.cfg
     split = prep.splits["rm"]
     ids, prompts = list(split["prompt_id"]), list(split["prompt"])
@@ -100,6 +101,10 @@ def preference_data(ctx: RunContext, prep: Prepared) -> Preferences:
         # Accuracy is then measured against the human labels, not the added noise.
         return Preferences(
             noisy, human, {"rm/human_preferences": 1, "rm/label_agreement": float(kept.mean())}
+        )
+    if cfg.rm.human_flip_rate > 0:
+        log.warning(
+            "rm.human_flip_rate=%s is ignored: the rm split has no human preferences", cfg.rm.human_flip_rate
         )
     if any(have):
         log.warning(
@@ -140,8 +145,8 @@ def trained_reward(
 ) -> tuple[Reward, dict[str, float]]:
     """A reward model trained on `pairs` (minus a held-out share of prompts), and its rm/* metrics.
 
-    `truth`: the same pairs ordered by the golden reward when `pairs` carry noisy labels (the
-    simulated annotator); held-out accuracy is then measured against the truth, not the noise.
+    `truth`: the same pairs with their true labels when `pairs` carry noise (the simulated annotator,
+    or flipped human labels); held-out accuracy is then measured against the truth, not the noise.
     """
     from afd.models import policy_source
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from afd.context import RunContext
+from afd.distributed import is_main_process
 from afd.models import apply_lora
 from afd.policies import PolicyHandle, saved_policy
 
@@ -36,9 +37,10 @@ def train_policy_stage(
         trainer.train()
         # Merged weights load like any model: sampling and later stages need no peft.
         trained = trainer.model.merge_and_unload() if lora.enabled else trainer.model
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+        if is_main_process():  # the copy the cache publishes; other ranks keep theirs in memory
+            trained.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         trained_here["policy"] = (trained.eval(), tokenizer)
 
     entry = ctx.cache.get_or_build(stage, spec, build)

@@ -15,6 +15,7 @@ import datasets
 
 from afd.config import RMLoss, RMTextFormat
 from afd.context import RunContext
+from afd.distributed import is_main_process
 from afd.rewards import ClassifierReward, encode_pairs
 from afd.rm_data import RMPair, pairwise_accuracy
 from afd.trainer_args import common_trainer_args
@@ -121,9 +122,10 @@ def train_rm(
         trainer.train()
         trained = trainer.model.merge_and_unload() if cfg.rm.lora.enabled else trainer.model
         trained.config.problem_type = None
-        trained.save_pretrained(out)
-        tokenizer.save_pretrained(out)
-        (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+        if is_main_process():  # the copy the cache publishes; other ranks keep theirs in memory
+            trained.save_pretrained(out)
+            tokenizer.save_pretrained(out)
+            (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
         trained_here["rm"] = (trained, tokenizer)
 
     entry = ctx.cache.get_or_build("train_rm", spec, build)
