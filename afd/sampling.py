@@ -182,18 +182,24 @@ def _plan_groups(lengths: Sequence[int], n: int, batch_size: int) -> list[list[i
     return [order[s : s + per_group] for s in range(0, len(order), per_group)]
 
 
-def prefill(model, prompts: Sequence[Sequence[int]], pad_token_id: int, lm_logits: bool = True):
-    """Encode distinct prompts once, in one left-padded forward: (KV cache, attention mask [prompts, width],
-    the last position's logits as float32, or None with lm_logits=False, which runs only the backbone of
-    e.g. a sequence classifier)."""
+def left_padded(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask) [prompts, longest]: each prompt right-aligned, so that every row's
+    next token goes in the same column, as decoder-only generation needs."""
     width = max(len(p) for p in prompts)
-    device = model.device
     input_ids = torch.full((len(prompts), width), pad_token_id, dtype=torch.long)
     mask = torch.zeros((len(prompts), width), dtype=torch.long)
     for row, p in enumerate(prompts):
         input_ids[row, width - len(p) :] = torch.tensor(p, dtype=torch.long)
         mask[row, width - len(p) :] = 1
-    input_ids, mask = input_ids.to(device), mask.to(device)
+    return input_ids, mask
+
+
+def prefill(model, prompts: Sequence[Sequence[int]], pad_token_id: int, lm_logits: bool = True):
+    """Encode distinct prompts once, in one left-padded forward: (KV cache, attention mask [prompts, width],
+    the last position's logits as float32, or None with lm_logits=False, which runs only the backbone of
+    e.g. a sequence classifier)."""
+    device = model.device
+    input_ids, mask = (t.to(device) for t in left_padded(prompts, pad_token_id))
     # Positions count real tokens only, as generate does for left padding.
     positions = (mask.cumsum(-1) - 1).clamp(min=0)
     if not lm_logits:
@@ -435,12 +441,8 @@ def _sample_generate(
     bar = tqdm(total=len(jobs), desc=desc, unit="seq")
     for start in range(0, len(order), cfg.batch_size):
         batch = [jobs[j] for j in order[start : start + cfg.batch_size]]
-        width = max(len(ids) for _, ids in batch)
-        input_ids = torch.full((len(batch), width), pad_token_id, dtype=torch.long)
-        attention = torch.zeros((len(batch), width), dtype=torch.long)
-        for row, (_, ids) in enumerate(batch):
-            input_ids[row, width - len(ids) :] = torch.tensor(ids)
-            attention[row, width - len(ids) :] = 1
+        input_ids, attention = left_padded([ids for _, ids in batch], pad_token_id)
+        width = input_ids.shape[1]
         # One seed per batch drawn from the stage seed: the same call reproduces the same samples
         # (the output still depends on sampling.batch_size, which is part of the cache key).
         torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=batch_seeds)))
@@ -457,13 +459,13 @@ def _sample_generate(
                 eos_token_id=eos_token_id,
             )
         for (i, _), row in zip(batch, generated[:, width:].tolist()):
-            out[i].append(_cut_at_eos(row, eos_token_id))
+            out[i].append(cut_at_eos(row, eos_token_id))
         bar.update(len(batch))
     bar.close()
     return out
 
 
-def _cut_at_eos(row: list[int], eos_token_id: int | None) -> list[int]:
+def cut_at_eos(row: list[int], eos_token_id: int | None) -> list[int]:
     """generate pads a finished row after its EOS; keep the tokens up to and including the EOS."""
     if eos_token_id is not None and eos_token_id in row:
         return row[: row.index(eos_token_id) + 1]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from afd.config import SamplingConfig
-from afd.sampling import encode_prompts, sample_token_ids
+from afd.sampling import cut_at_eos, encode_prompts, left_padded, sample_token_ids
 from benchmarks.common import PeakRSS, Row, chitchat_test_prompts, load_smollm2, timed
 
 # The baseline's memory budget: 8 prompts x 16 sequences, as at N=16.
@@ -24,11 +24,7 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> fl
 
 def response_tokens(rows, eos: int) -> int:
     """Generated tokens up to and including the first EOS (what a response costs)."""
-    total = 0
-    for row in rows:
-        row = list(row)
-        total += row.index(eos) + 1 if eos in row else len(row)
-    return total
+    return sum(len(cut_at_eos(list(row), eos)) for row in rows)
 
 
 def generate_baseline(model, prompt_ids, n: int, cfg: SamplingConfig, pad: int, eos: int, seed: int) -> int:
@@ -43,12 +39,8 @@ def generate_baseline(model, prompt_ids, n: int, cfg: SamplingConfig, pad: int, 
 
 
 def _generate(model, prompt_ids, n: int, cfg: SamplingConfig, pad: int, eos: int, seed: int) -> int:
-    width = max(len(p) for p in prompt_ids)
-    input_ids = torch.full((len(prompt_ids), width), pad, dtype=torch.long)
-    mask = torch.zeros_like(input_ids)
-    for row, p in enumerate(prompt_ids):
-        input_ids[row, width - len(p) :] = torch.tensor(p)
-        mask[row, width - len(p) :] = 1
+    input_ids, mask = left_padded(prompt_ids, pad)
+    width = input_ids.shape[1]
     torch.manual_seed(seed)
     with torch.inference_mode():
         out = model.generate(
