@@ -1,12 +1,17 @@
 """Content-addressed cache of pipeline stages (SFT checkpoints, samples, reward models).
 
-A stage's entry is keyed by a hash of everything that determines it (model, data, stage settings,
-seed, upstream entries), so sweeps over later knobs reuse earlier stages. Entries are built in a
-temporary directory and renamed into place: a killed run never leaves an entry a later run trusts.
+A stage's entry is keyed by a hash of everything that determines it (model weights, data, stage settings,
+seed, upstream entries, library versions and afd's stage code: afd/fingerprint.py), so sweeps over later
+knobs reuse earlier stages and nothing else does. Entries are built in a temporary directory and renamed
+into place: a killed run never leaves an entry a later run trusts. One run builds a key at a time: a
+second run asking for it waits on the first's lock (released by the kernel if the first is killed) and
+then reuses its entry.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -15,18 +20,23 @@ import re
 import shutil
 import socket
 import tempfile
+import time
 from dataclasses import asdict, is_dataclass
 from enum import Enum
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from afd.distributed import is_main_process, main_process_value, wait_for_everyone
+from afd.fingerprint import FileDigests, environment
 
 log = logging.getLogger(__name__)
 
 SPEC_FILE = "spec.json"
-# Bump when a stage's output format or semantics change, so old entries stop matching.
-CACHE_VERSION = 1
+LOCKS = ".locks"
+"""Folder of the per-key lock files (hidden: never an entry)."""
+# Bump when a stage's output format changes (code changes are caught by the stage-code digest).
+# 2: KL references fixed; keys include file contents, library versions and the stage-code digest.
+CACHE_VERSION = 2
 
 
 def _plain(value: Any) -> Any:
@@ -44,7 +54,10 @@ def _plain(value: Any) -> Any:
 
 
 def stage_key(stage: str, spec: dict[str, Any]) -> str:
-    payload = json.dumps({"stage": stage, "version": CACHE_VERSION, "spec": _plain(spec)}, sort_keys=True)
+    payload = json.dumps(
+        {"stage": stage, "version": CACHE_VERSION, "environment": environment(), "spec": _plain(spec)},
+        sort_keys=True,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
@@ -72,15 +85,49 @@ def _remove_dead_partials(target: Path) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def key_lock(lock_file: Path, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on one key (the file `lock_file`) on the main process.
+
+    flock locks belong to the open file: the kernel releases them when the holder exits, also on
+    kill -9, so a killed run never blocks the next. Other ranks of an accelerate run follow the main
+    process's decision (main_process_value) and take no lock of their own.
+    """
+    if not is_main_process():
+        yield
+        return
+    # Lock files are never deleted: unlinking one while another run waits on it would let a third
+    # run lock a new file of the same name, and two runs would build at once.
+    lock_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_file, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another run that is building %s", what)
+            start = time.monotonic()
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            log.info("waited %.1f s for another run to build %s", time.monotonic() - start, what)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def build_dir_atomically(target: str | Path, build: Callable[[Path], None]) -> Path:
     """Return `target`, first running `build(tmp_dir)` and renaming tmp_dir to it if it does not exist.
 
     The rename is atomic, so `target` exists only complete: a run killed mid-build leaves a hidden
-    `.<name>.partial-<host>-<pid>-*` directory that is never read, and later runs delete it.
+    `.<name>.partial-<host>-<pid>-*` directory that is never read, and later runs delete it. Runs that
+    need the same target build it once: the others wait for the first (key_lock) and reuse its result.
     """
     target = Path(target)
-    if main_process_value(target.is_dir()):
-        return target
+    with key_lock(target.parent / LOCKS / f"{target.name}.lock", str(target)):
+        if main_process_value(target.is_dir()):
+            return target
+        return _build(target, build)
+
+
+def _build(target: Path, build: Callable[[Path], None]) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_dead_partials(target)
     tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target)}{os.getpid()}-", dir=target.parent))
@@ -105,6 +152,8 @@ def build_dir_atomically(target: str | Path, build: Callable[[Path], None]) -> P
 class StageCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
+        self.digests = FileDigests(self.root)
+        """Content digests of the local files stages read, remembered in the cache directory."""
 
     def entry(self, stage: str, spec: dict[str, Any]) -> Path:
         return self.root / stage / stage_key(stage, spec)
@@ -112,15 +161,20 @@ class StageCache:
     def get_or_build(self, stage: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
         """Return the entry's directory, calling `build(tmp_dir)` to fill it only on a miss."""
         final = self.entry(stage, spec)
-        if main_process_value(final.is_dir()):
-            log.info("cache hit: %s %s (reusing %s)", stage, final.name, final)
-            return final
-        log.info("cache miss: %s %s, building", stage, final.name)
+        with key_lock(self.root / LOCKS / f"{stage}-{final.name}.lock", f"{stage} {final.name}"):
+            if main_process_value(final.is_dir()):
+                log.info("cache hit: %s %s (reusing %s)", stage, final.name, final)
+                return final
+            log.info("cache miss: %s %s, building", stage, final.name)
 
-        def build_with_spec(tmp: Path) -> None:
-            build(tmp)
-            (tmp / SPEC_FILE).write_text(
-                json.dumps(_plain({"stage": stage, **spec}), indent=2, sort_keys=True)
-            )
+            def build_with_spec(tmp: Path) -> None:
+                build(tmp)
+                (tmp / SPEC_FILE).write_text(
+                    json.dumps(
+                        _plain({"stage": stage, "environment": environment(), **spec}),
+                        indent=2,
+                        sort_keys=True,
+                    )
+                )
 
-        return build_dir_atomically(final, build_with_spec)
+            return _build(final, build_with_spec)

@@ -13,6 +13,8 @@ from typing import Any, Dict, List, Optional
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from afd.errors import UserError
+
 
 class Choice(str, Enum):
     """A closed set of config values; prints as its value (run directory names interpolate it)."""
@@ -133,9 +135,11 @@ class Divergence(Choice):
     reverse_kl = "reverse_kl"
     """KL(pi || demo): r = log D - log(1 - D) = logit (AIRL)."""
     js = "js"
-    """Jensen-Shannon (GAN minimax): r = log D."""
+    """Jensen-Shannon (the GAN objective) with the non-saturating generator reward r = log D: the
+    policy raises the discriminator's belief that its samples are demonstrations."""
     gail = "gail"
-    """Non-saturating GAIL: r = -log(1 - D)."""
+    """Jensen-Shannon with the minimax generator reward r = -log(1 - D), as in GAIL: the generator
+    lowers log(1 - D), which saturates (gives little gradient) where D is near 0."""
 
 
 class LoggerKind(Choice):
@@ -484,7 +488,7 @@ def to_run_config(cfg: DictConfig) -> RunConfig:
     return OmegaConf.to_object(cfg)  # type: ignore[return-value]
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError):
     """A config value that types alone cannot rule out; the message names the key."""
 
 
@@ -493,32 +497,85 @@ def _check(ok: bool, key: str, value: Any, expected: str) -> None:
         raise ConfigError(f"{key}={value!r}: expected {expected}")
 
 
+def _at_least(key: str, value: float, low: float) -> None:
+    _check(value >= low, key, value, f">= {low}")
+
+
+def _positive(key: str, value: float) -> None:
+    _check(value > 0, key, value, "> 0")
+
+
+def _rate(key: str, value: float) -> None:
+    _check(0 <= value <= 1, key, value, "in [0, 1]")
+
+
+def _check_training(key: str, s: Any) -> None:
+    """The fields every trainer has: a positive learning rate, a positive budget, batches of at least one."""
+    _positive(f"{key}.learning_rate", s.learning_rate)
+    _check(s.max_steps == -1 or s.max_steps >= 1, f"{key}.max_steps", s.max_steps, "-1 (use epochs) or >= 1")
+    if hasattr(s, "num_train_epochs") and s.max_steps == -1:
+        _positive(f"{key}.num_train_epochs", s.num_train_epochs)
+    _at_least(f"{key}.per_device_train_batch_size", s.per_device_train_batch_size, 1)
+    _at_least(f"{key}.logging_steps", s.logging_steps, 1)
+
+
+def _check_lora(key: str, lora: LoraSettings) -> None:
+    if lora.enabled:
+        _at_least(f"{key}.r", lora.r, 1)
+        _positive(f"{key}.alpha", lora.alpha)
+        _check(0 <= lora.dropout < 1, f"{key}.dropout", lora.dropout, "in [0, 1)")
+
+
 def validate(cfg: RunConfig) -> None:
-    """Range checks that must fail at start-up, not after an hour of training."""
-    _check(cfg.dataset.train_size >= 1, "dataset.train_size", cfg.dataset.train_size, ">= 1")
-    _check(cfg.dataset.test_size >= 1, "dataset.test_size", cfg.dataset.test_size, ">= 1")
-    _check(cfg.dataset.rm_size >= 0, "dataset.rm_size", cfg.dataset.rm_size, ">= 0")
-    _check(cfg.sampling.temperature > 0, "sampling.temperature", cfg.sampling.temperature, "> 0")
-    _check(0 < cfg.sampling.top_p <= 1, "sampling.top_p", cfg.sampling.top_p, "in (0, 1]")
-    _check(cfg.sampling.max_new_tokens >= 1, "sampling.max_new_tokens", cfg.sampling.max_new_tokens, ">= 1")
-    _check(cfg.eval.samples_per_prompt >= 1, "eval.samples_per_prompt", cfg.eval.samples_per_prompt, ">= 1")
-    _check(0 < cfg.eval.ci_level < 1, "eval.ci_level", cfg.eval.ci_level, "in (0, 1)")
-    _check(cfg.rm.samples_per_prompt >= 1, "rm.samples_per_prompt", cfg.rm.samples_per_prompt, ">= 1")
-    _check(0 <= cfg.rm.heldout_fraction < 1, "rm.heldout_fraction", cfg.rm.heldout_fraction, "in [0, 1)")
-    _check(0 <= cfg.rm.flip_rate <= 1, "rm.flip_rate", cfg.rm.flip_rate, "in [0, 1]")
-    _check(0 <= cfg.rm.human_flip_rate <= 1, "rm.human_flip_rate", cfg.rm.human_flip_rate, "in [0, 1]")
-    _check(cfg.bon.pool_size >= 1, "bon.pool_size", cfg.bon.pool_size, ">= 1")
+    """Range checks that must fail at start-up, not after an hour of training: every number in range,
+    every combination the pipeline can run. Paths are checked by afd.preflight."""
+    d = cfg.dataset
+    _at_least("dataset.train_size", d.train_size, 1)
+    _at_least("dataset.test_size", d.test_size, 1)
+    _at_least("dataset.rm_size", d.rm_size, 0)
+    _at_least("dataset.context_turns", d.context_turns, 1)
+    _at_least("model.max_length", cfg.model.max_length, 2)
+    _check_lora("model.lora", cfg.model.lora)
+    _check(bool(cfg.golden), "golden", list(cfg.golden), "at least one golden reward")
+    for name, g in cfg.golden.items():
+        _at_least(f"golden.{name}.max_length", g.max_length, 2)
+        _at_least(f"golden.{name}.batch_size", g.batch_size, 1)
+        if g.kind is GoldenKind.rm:
+            _check(
+                bool(g.name_or_path), f"golden.{name}.name_or_path", g.name_or_path, "a hub id or directory"
+            )
+    sp = cfg.sampling
+    _positive("sampling.temperature", sp.temperature)
+    _check(0 < sp.top_p <= 1, "sampling.top_p", sp.top_p, "in (0, 1]")
+    _at_least("sampling.max_new_tokens", sp.max_new_tokens, 1)
+    _at_least("sampling.max_prompt_tokens", sp.max_prompt_tokens, 1)
+    _at_least("sampling.batch_size", sp.batch_size, 1)
+    _check_training("sft", cfg.sft)
+    _at_least("sft.gradient_accumulation_steps", cfg.sft.gradient_accumulation_steps, 1)
+    _check_trl_args("sft.trl_args", cfg.sft.trl_args, "SFTConfig")
+    rm = cfg.rm
+    _check_training("rm", rm)
+    _at_least("rm.samples_per_prompt", rm.samples_per_prompt, 1)
+    _check(0 <= rm.heldout_fraction < 1, "rm.heldout_fraction", rm.heldout_fraction, "in [0, 1)")
+    _rate("rm.flip_rate", rm.flip_rate)
+    _rate("rm.human_flip_rate", rm.human_flip_rate)
+    _at_least("rm.batch_size", rm.batch_size, 1)
+    _check_lora("rm.lora", rm.lora)
+    _check_trl_args("rm.trl_args", rm.trl_args, "RewardConfig")
+    _at_least("bon.pool_size", cfg.bon.pool_size, 1)
     bad_n = [n for n in cfg.bon.n_grid if not 1 <= n <= cfg.bon.pool_size]
     _check(not bad_n, "bon.n_grid", cfg.bon.n_grid, f"values in [1, bon.pool_size={cfg.bon.pool_size}]")
-    _check_trl_args("sft.trl_args", cfg.sft.trl_args, "SFTConfig")
-    _check_trl_args("rm.trl_args", cfg.rm.trl_args, "RewardConfig")
-    _check_trl_args("dpo.trl_args", cfg.dpo.trl_args, "DPOConfig")
-    _check(cfg.dpo.iterations >= 1, "dpo.iterations", cfg.dpo.iterations, ">= 1")
-    _check(cfg.dpo.beta > 0, "dpo.beta", cfg.dpo.beta, "> 0")
+    dpo = cfg.dpo
+    _check_training("dpo", dpo)
+    _check_trl_args("dpo.trl_args", dpo.trl_args, "DPOConfig")
+    _at_least("dpo.iterations", dpo.iterations, 1)
+    _positive("dpo.beta", dpo.beta)
     rl = cfg.rl
+    _check_training("rl", rl)
     _check_trl_args(
         "rl.trl_args", rl.trl_args, "GRPOConfig" if rl.algorithm is RLAlgorithm.grpo else "RLOOConfig"
     )
+    _at_least("rl.beta", rl.beta, 0)
     _check(
         rl.num_generations >= 2, "rl.num_generations", rl.num_generations, ">= 2 (a group needs a baseline)"
     )
@@ -535,12 +592,35 @@ def validate(cfg: RunConfig) -> None:
         rl.reward.value,
         "an objective that learns a reward (irl_*, bt_pref, log_ratio, length, random)",
     )
-    _check(cfg.adversarial.rounds >= 1, "adversarial.rounds", cfg.adversarial.rounds, ">= 1")
+    adv = cfg.adversarial
+    _at_least("adversarial.rounds", adv.rounds, 1)
+    _at_least("adversarial.probe_prompts", adv.probe_prompts, 1)
     _check(
-        cfg.adversarial.probe_prompts >= 1, "adversarial.probe_prompts", cfg.adversarial.probe_prompts, ">= 1"
+        adv.discriminator_steps == -1 or adv.discriminator_steps >= 1,
+        "adversarial.discriminator_steps",
+        adv.discriminator_steps,
+        "-1 (use rm's budget) or >= 1",
     )
-    n = cfg.eval.policy_samples_per_prompt
-    _check(n >= 1, "eval.policy_samples_per_prompt", n, ">= 1")
+    if cfg.objective.name is Objective.reverse_kl:
+        # With LoRA, TRL regularises towards the model under the adapters: the round's own start.
+        _check(
+            adv.rounds == 1 or not cfg.model.lora.enabled,
+            "adversarial.rounds",
+            adv.rounds,
+            "1 with model.lora.enabled=true (later rounds regularise towards adversarial.start, which "
+            "LoRA cannot; set model.lora.enabled=false)",
+        )
+    _positive("stability.max_abs_reward", cfg.stability.max_abs_reward)
+    _positive("stability.max_kl", cfg.stability.max_kl)
+    ev = cfg.eval
+    _at_least("eval.samples_per_prompt", ev.samples_per_prompt, 1)
+    _check(0 < ev.ci_level < 1, "eval.ci_level", ev.ci_level, "in (0, 1)")
+    _at_least("eval.table_rows", ev.table_rows, 0)
+    _at_least("eval.policy_samples_per_prompt", ev.policy_samples_per_prompt, 1)
+    _at_least("compute.threads", cfg.compute.threads, 0)
+    if cfg.objective.name not in {Objective.sft}:
+        # Every other objective trains a reward or pairs on the rm split.
+        _at_least("dataset.rm_size", d.rm_size, 1)
 
 
 # Set by afd itself from typed knobs; passing them again through trl_args would be ambiguous.

@@ -11,6 +11,8 @@ import socket
 import threading
 from urllib.parse import urlparse
 
+from afd.errors import UserError
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -19,7 +21,7 @@ _PATH_PREFIXES = ("/", "./", "../", "~", ".\\", "..\\")
 _TRUE = {"1", "true", "yes", "on"}
 
 
-class ModelSourceError(ValueError):
+class ModelSourceError(UserError):
     """A model / reward-model source is neither a local directory nor a loadable hub id."""
 
 
@@ -59,6 +61,32 @@ def resolve_source(name_or_path: str, revision: str | None, what: str) -> str:
             f"(huggingface-cli download {name_or_path}) or pass a local directory"
         )
     return name_or_path
+
+
+def source_identity(name_or_path: str, revision: str | None, what: str, digests) -> dict[str, str]:
+    """What a model source's files are, for cache keys: a hub repository by its resolved commit (the
+    snapshot the local hub cache holds, or the hub's answer), a local directory by its files' digests.
+    `digests` is an afd.fingerprint.FileDigests."""
+    from afd.fingerprint import digest_of
+
+    source = resolve_source(name_or_path, revision, what)
+    if os.path.isdir(source):
+        snapshot = os.path.realpath(source)
+        if os.path.basename(os.path.dirname(snapshot)) == "snapshots" and snapshot != os.path.realpath(
+            os.path.expanduser(name_or_path)
+        ):
+            # A hub snapshot directory is named by its commit, which determines every file in it.
+            return {"hub": name_or_path, "commit": os.path.basename(snapshot)}
+        return {"files": digest_of(digests.directory(source))}
+    from huggingface_hub import HfApi
+
+    try:
+        commit = HfApi().model_info(name_or_path, revision=revision).sha
+    except Exception as e:  # any hub error: the id cannot be served as asked
+        raise ModelSourceError(
+            f"{what}={name_or_path}: the hub cannot resolve it ({type(e).__name__}: {e})"
+        ) from e
+    return {"hub": name_or_path, "commit": str(commit)}
 
 
 def _cached_snapshot(repo_id: str, revision: str | None, what: str) -> str | None:

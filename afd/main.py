@@ -17,8 +17,10 @@ from omegaconf.errors import MissingMandatoryValue
 
 from afd import distributed
 from afd.cache import StageCache
-from afd.config import LoggerKind, RunConfig, register_configs, to_run_config, validate
+from afd.config import LoggerKind, RunConfig, register_configs, to_run_config
 from afd.context import RunContext
+from afd.errors import UserError
+from afd.preflight import check_run, debug_enabled, preflight
 from afd.tracking import tracking, write_json
 
 log = logging.getLogger("afd")
@@ -32,7 +34,7 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 def run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     """Run one job: the objective's stages, then metrics.json and the tracker summary."""
-    validate(cfg)
+    check_run(cfg)  # also done by `afd` before Hydra starts; here for callers of run() and unfollowed flags
     distributed.start()
     if not distributed.is_main_process():
         # Other ranks of an accelerate run write nothing the user sees: no W&B run, and their outputs
@@ -82,10 +84,21 @@ def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
 @hydra.main(config_path=CONF_DIR, config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> float | None:
     try:
+        return _main(cfg)
+    except UserError as e:
+        # Hydra would print the traceback of any exception leaving the task; a user error is one line.
+        if debug_enabled(sys.argv[1:]):
+            raise
+        print(f"afd: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(cfg: DictConfig) -> float | None:
+    try:
         run_cfg = to_run_config(cfg)
     except MissingMandatoryValue as e:
-        raise SystemExit(
-            f"afd: config key {e.full_key} has no value: set it on the command line ({e.full_key}=...)"
+        raise UserError(
+            f"config key {e.full_key} has no value: set it on the command line ({e.full_key}=...)"
         ) from None
     if distributed.world_size() > 1 and not any(
         o.startswith("hydra.run.dir=") for o in HydraConfig.get().overrides.hydra
@@ -102,12 +115,33 @@ def main(cfg: DictConfig) -> float | None:
 
 
 def cli() -> None:
-    """Console script: `afd [overrides]`, `afd -m [sweep]`, or `afd report <sweep dir>`."""
-    if len(sys.argv) > 1 and sys.argv[1] == "report":
-        from afd.report import main as report_main
+    """Console script: `afd [overrides]`, `afd -m [sweep]`, or `afd report <sweep dir>`.
 
-        sys.exit(report_main(sys.argv[2:]))
-    main()
+    Every job is checked before Hydra starts (afd.preflight): a user error is one line and status 2,
+    with no run directory, W&B run or cache entry made. Ctrl-C is one line and status 130.
+    """
+    argv = sys.argv[1:]
+    debug = debug_enabled(argv)
+    try:
+        if argv and argv[0] == "report":
+            from afd.report import main as report_main
+
+            sys.exit(report_main(argv[1:]))
+        preflight(argv, CONF_DIR)
+        main()
+    except UserError as e:
+        if debug:
+            raise
+        print(f"afd: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(
+            "afd: interrupted; finished stages stay in the cache, so a re-run continues from them",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import torch
 from afd.cache import build_dir_atomically
 from afd.config import ComputeConfig, LoraSettings, ModelConfig, Precision
 from afd.distributed import main_process_value
-from afd.hub import ModelSourceError, resolve_source
+from afd.fingerprint import FileDigests
+from afd.hub import ModelSourceError, resolve_source, source_identity
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -99,20 +100,43 @@ def gguf_package_dir(package: str) -> Path:
     return Path(list(spec.submodule_search_locations)[0])
 
 
+def gguf_path(package: str, gguf_file: str) -> Path:
+    """The GGUF file inside an installed package; ModelSourceError naming what it holds if absent."""
+    path = gguf_package_dir(package) / gguf_file
+    if not path.is_file():
+        found = sorted(p.name for p in path.parent.glob("*.gguf"))
+        raise ModelSourceError(
+            f"model.gguf_file={gguf_file} is not in package {package} ({path.parent}); it holds {found}"
+        )
+    return path
+
+
 def dequantised_gguf_dir(package: str, gguf_file: str, cache_dir: str | Path) -> Path:
-    """`<cache_dir>/models/<package>/<gguf stem>/`: the GGUF model as fp32 safetensors, built once."""
-    target = Path(cache_dir) / "models" / package / Path(gguf_file).stem
+    """`<cache_dir>/models/<package>/<gguf stem>-<content digest>/`: the GGUF model as fp32 safetensors,
+    built once per GGUF file content (a reinstalled package with other weights gets its own directory)."""
+    source = gguf_path(package, gguf_file)
+    digests = FileDigests(cache_dir)
+    digest = digests.digest(source)
+    digests.save()
+    target = Path(cache_dir).expanduser() / "models" / package / f"{Path(gguf_file).stem}-{digest[:16]}"
     if main_process_value(target.is_dir()):
         logger.info("loading cached %s from %s", gguf_file, target)
         return target
-    gguf_path = gguf_package_dir(package) / gguf_file
-    if not gguf_path.is_file():
-        found = sorted(p.name for p in gguf_path.parent.glob("*.gguf"))
-        raise ModelSourceError(
-            f"model.gguf_file={gguf_file} is not in package {package} ({gguf_path.parent}); it holds {found}"
-        )
-    logger.info("de-quantising %s once into %s", gguf_path, target)
-    return build_dir_atomically(target, lambda tmp: _dequantise_gguf(gguf_path, tmp))
+    logger.info("de-quantising %s once into %s", source, target)
+    return build_dir_atomically(target, lambda tmp: _dequantise_gguf(source, tmp))
+
+
+def model_identity(cfg: ModelConfig, digests: FileDigests) -> dict[str, str]:
+    """What determines the base model's weights and tokenizer, for cache keys: the GGUF file's digest,
+    a local directory's file digests, or a hub repository's resolved commit."""
+    if cfg.gguf_package or cfg.gguf_file:
+        if not (cfg.gguf_package and cfg.gguf_file):
+            raise ModelSourceError("model.gguf_package and model.gguf_file must be set together")
+        identity = {"gguf": digests.digest(gguf_path(cfg.gguf_package, cfg.gguf_file))}
+    else:
+        identity = source_identity(cfg.name_or_path, cfg.revision, "model.name_or_path", digests)
+    digests.save()
+    return identity
 
 
 def _dequantise_gguf(gguf_path: Path, out_dir: Path) -> None:
@@ -176,7 +200,7 @@ def load_policy(
 
     if cfg.gguf_package or cfg.gguf_file:
         if not (cfg.gguf_package and cfg.gguf_file):
-            raise ValueError("model.gguf_package and model.gguf_file must be set together")
+            raise ModelSourceError("model.gguf_package and model.gguf_file must be set together")
         source, revision = str(dequantised_gguf_dir(cfg.gguf_package, cfg.gguf_file, cache_dir)), None
     else:
         source = resolve_source(cfg.name_or_path, cfg.revision, "model.name_or_path")

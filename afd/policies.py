@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import logging
+import os
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +16,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from afd.config import LoraSettings
 from afd.context import RunContext
-from afd.models import load_policy
+from afd.hub import ModelSourceError
+from afd.models import load_policy, model_identity, policy_source
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +26,12 @@ Loaded = tuple[PreTrainedModel, PreTrainedTokenizerBase]
 
 class PolicyHandle:
     def __init__(
-        self, name: str, spec: dict[str, Any], loader: Callable[[], Loaded], path: Path | None = None
+        self,
+        name: str,
+        spec: dict[str, Any],
+        loader: Callable[[], Loaded],
+        path: Path | None = None,
+        locate: Callable[[], str] | None = None,
     ):
         self.name = name
         self.path = path
@@ -32,7 +39,15 @@ class PolicyHandle:
         self.spec = spec
         """Everything that determines the policy's weights: part of every downstream cache key."""
         self._loader = loader
+        self._locate = locate
         self._loaded: Loaded | None = None
+
+    def weights_dir(self) -> str:
+        """A local directory holding exactly this policy's weights (what TRL builds a KL reference from)."""
+        if self.path is not None:
+            return str(self.path)
+        assert self._locate is not None, f"policy {self.name} has neither a path nor a locator"
+        return self._locate()
 
     def get(self) -> Loaded:
         if self._loaded is None:
@@ -40,21 +55,30 @@ class PolicyHandle:
             self._loaded = self._loader()
         return self._loaded
 
-    def preload(self, loaded: Loaded) -> None:
-        self._loaded = loaded
-
     def release(self) -> None:
         self._loaded = None
         gc.collect()
 
 
 def base_policy(ctx: RunContext) -> PolicyHandle:
-    """pi_init: the configured base model."""
+    """pi_init: the configured base model, identified by its settings and the contents of its files."""
     cfg = ctx.cfg
+
+    def locate() -> str:
+        # A hub model that was loaded is in the local hub cache, so this finds its snapshot directory.
+        source = policy_source(cfg.model, cfg.paths.cache_dir)[0]
+        if not os.path.isdir(source):
+            raise ModelSourceError(
+                f"model.name_or_path={cfg.model.name_or_path}: no local copy of its weights to serve as a "
+                "KL reference; download it first (huggingface-cli download) or pass a local directory"
+            )
+        return source
+
     return PolicyHandle(
         "base",
-        {"model": cfg.model},
+        {"model": cfg.model, "weights": model_identity(cfg.model, ctx.cache.digests)},
         lambda: load_policy(cfg.model, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype),
+        locate=locate,
     )
 
 

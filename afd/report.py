@@ -21,6 +21,7 @@ from typing import Sequence
 
 import yaml
 
+from afd.errors import UserError
 from afd.stats import MeanCI, mean_ci
 
 BON_KEY = re.compile(r"^bon/golden@(\d+)$")
@@ -32,7 +33,7 @@ RM_SCORE_GROUPS = {"base": "init", "sft": "SFT", "demo": "demos", "bon": "BoN pi
 RM_SCORE_KEY = "rm_scores/{}/mean"
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
     """A sweep directory the report cannot read; the message names the job directory."""
 
 
@@ -205,8 +206,23 @@ def summarise(jobs: Sequence[Job], level: float = 0.95) -> dict[str, dict[str, M
         if len(group) == 1:
             summary[variant] = {k: _own_ci(group[0].metrics, k, group[0].metrics[k]) for k in numeric}
         else:
-            summary[variant] = {k: mean_ci([j.metrics[k] for j in group], level) for k in numeric}
+            summary[variant] = {
+                k: _bounded(k, mean_ci([j.metrics[k] for j in group], level)) for k in numeric
+            }
     return summary
+
+
+def is_proportion(key: str) -> bool:
+    """Accuracies, win rates and label agreements: proportions in [0, 1]."""
+    return any(word in key for word in ("accuracy", "winrate", "agreement"))
+
+
+def _bounded(key: str, ci: MeanCI) -> MeanCI:
+    """A t-interval across a few seeds can leave [0, 1] for a proportion (two seeds at 0.99 and 1.0 reach
+    1.007): clip it to the values a proportion can take."""
+    if not is_proportion(key):
+        return ci
+    return dataclasses.replace(ci, ci_low=max(0.0, ci.ci_low), ci_high=min(1.0, ci.ci_high))
 
 
 def _fmt(ci: MeanCI | None) -> str:
@@ -241,8 +257,9 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
         "rm/accuracy",
     ] + [f"bon/golden@{n}" for n in grid]
     lines = [
-        f"Mean over seeds with a {level:.0%} t-interval across seeds; a variant run with a single seed "
-        "shows that run's own interval over test prompts instead.",
+        f"Mean over seeds with a {level:.0%} Student-t interval across seeds (proportions: accuracies, win "
+        "rates and label agreements, clipped to [0, 1]); a variant run with a single seed shows that run's "
+        "own interval over test prompts instead.",
         "",
         "| " + " | ".join(cols) + " |",
         "|" + "---|" * len(cols),

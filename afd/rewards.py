@@ -331,8 +331,8 @@ class RandomReward:
 # r(D) for D = sigmoid(logit), written in the logit for numerical stability.
 DIVERGENCE_REWARDS = {
     "reverse_kl": lambda z: z,  # log D - log(1 - D)
-    "js": lambda z: -np.logaddexp(0.0, -z),  # log D
-    "gail": lambda z: np.logaddexp(0.0, z),  # -log(1 - D)
+    "js": lambda z: -np.logaddexp(0.0, -z),  # log D: the GAN's non-saturating generator reward
+    "gail": lambda z: np.logaddexp(0.0, z),  # -log(1 - D): the minimax generator reward (GAIL)
 }
 
 

@@ -113,6 +113,21 @@ def split_heldout(pairs: Sequence[RMPair], fraction: float, seed: int) -> tuple[
     return train, heldout
 
 
+def warn_pairs_over_length(
+    tokenizer, pairs: Sequence[RMPair], max_length: int, what: str, consequence: str
+) -> None:
+    """A WARNING with counts for the chosen (positive) and rejected (negative) conversations longer than
+    model.max_length tokens, saying what the trainer does with them."""
+    from afd.sampling import warn_over_length
+
+    prompts = [p.prompt for p in pairs]
+    for label, responses in (
+        ("chosen", [p.positive for p in pairs]),
+        ("rejected", [p.negative for p in pairs]),
+    ):
+        warn_over_length(tokenizer, prompts, responses, max_length, f"{what}: {label} responses", consequence)
+
+
 def pairwise_accuracy(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
     """Fraction of pairs the reward orders correctly (ties count half)."""
     diff = np.asarray(positive_scores) - np.asarray(negative_scores)

@@ -43,7 +43,44 @@ def encode_prompts(
     texts = [render_prompt(tokenizer, p) for p in prompts]
     # The chat template already carries the special tokens the model expects.
     ids = tokenizer(texts, add_special_tokens=False)["input_ids"]
+    cut = sum(len(x) > max_prompt_tokens for x in ids)
+    if cut:
+        log.warning(
+            "%d of %d prompts are longer than sampling.max_prompt_tokens=%d: they keep their last %d "
+            "tokens (the latest turns)",
+            cut,
+            len(ids),
+            max_prompt_tokens,
+            max_prompt_tokens,
+        )
     return [x[-max_prompt_tokens:] for x in ids]
+
+
+def warn_over_length(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict]],
+    responses: Sequence[str],
+    max_length: int,
+    what: str,
+    consequence: str,
+) -> int:
+    """Log a WARNING with the count of (prompt, response) conversations longer than `max_length`
+    tokens (model.max_length) and what the trainer does with them; returns the count."""
+    texts = [
+        tokenizer.apply_chat_template([*p, {"role": "assistant", "content": r}], tokenize=False)
+        for p, r in zip(prompts, responses)
+    ]
+    over = sum(len(x) > max_length for x in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    if over:
+        log.warning(
+            "%s: %d of %d exceed model.max_length=%d tokens with their prompt; %s",
+            what,
+            over,
+            len(texts),
+            max_length,
+            consequence,
+        )
+    return over
 
 
 def clean_response(text: str) -> str:

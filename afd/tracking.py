@@ -11,7 +11,7 @@ import json
 import logging
 import os
 import subprocess
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 from typing import Any, Iterator, Protocol, Sequence
 
@@ -129,8 +129,16 @@ def tracking(cfg: RunConfig, output_dir: Path, resolved_config: dict[str, Any]) 
     try:
         yield tracker
         exit_code = 0
+    except KeyboardInterrupt:
+        exit_code = 130
+        raise
     finally:
-        tracker.finish(exit_code)
+        if exit_code == 130:
+            # Ctrl-C: the run is marked failed without W&B's multi-line run summary; the CLI prints one line.
+            with open(os.devnull, "w") as devnull, redirect_stdout(devnull), redirect_stderr(devnull):
+                tracker.finish(exit_code)
+        else:
+            tracker.finish(exit_code)
 
 
 def write_json(path: Path, data: Any) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import textwrap
+import time
 from dataclasses import dataclass
 
 import pytest
@@ -78,3 +80,113 @@ def test_killed_write_is_not_trusted_and_rerun_completes(tmp_path):
         "sft", {"x": 1}, lambda out: (built.append(1), (out / "full.bin").write_text("ok"))
     )
     assert built == [1] and (entry / "full.bin").read_text() == "ok" and not (entry / "half.bin").exists()
+
+
+def test_key_includes_library_versions_and_stage_code(monkeypatch):
+    import afd.cache as cache_module
+
+    spec = {"x": 1}
+    before = stage_key("sft", spec)
+    env = cache_module.environment()
+    monkeypatch.setattr(
+        cache_module, "environment", lambda: {**env, "libraries": {**env["libraries"], "trl": "9.9.9"}}
+    )
+    assert stage_key("sft", spec) != before, "another trl version is another result"
+    monkeypatch.setattr(cache_module, "environment", lambda: {**env, "afd_code": "edited"})
+    assert stage_key("sft", spec) != before, "edited stage code is another result"
+
+
+def test_file_digests_are_remembered_by_path_size_and_mtime(tmp_path, monkeypatch):
+    import afd.fingerprint as fp
+
+    calls = []
+    real = fp.sha256_file
+    monkeypatch.setattr(fp, "sha256_file", lambda p: calls.append(p) or real(p))
+    weights = tmp_path / "model" / "weights.bin"
+    weights.parent.mkdir()
+    weights.write_bytes(b"a" * 100)
+    first = fp.FileDigests(tmp_path / "cache")
+    d1 = first.directory(weights.parent)
+    first.save()
+    # A new process (a new FileDigests) reads the memo: no re-hash of an unchanged file.
+    assert fp.FileDigests(tmp_path / "cache").directory(weights.parent) == d1 and len(calls) == 1
+    weights.write_bytes(b"b" * 100)  # same path, same size, new content and mtime
+    d2 = fp.FileDigests(tmp_path / "cache").directory(weights.parent)
+    assert d2 != d1 and len(calls) == 2
+
+
+def test_overwriting_a_model_at_the_same_path_is_a_cache_miss(make_context, tiny_model_dir, tmp_path, caplog):
+    """The stale-entry defect: the base policy's key followed its config, not its weights."""
+    import shutil
+
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from afd.policies import base_policy
+    from afd.stages.sample import sample_split
+
+    from conftest import tiny_overrides
+
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, model_dir)
+    ctx = make_context(tiny_overrides(model_dir, tmp_path / "cache"))
+    from datasets import Dataset
+
+    split = Dataset.from_dict(
+        {"prompt_id": ["a", "b"], "prompt": [[{"role": "user", "content": "hello there"}]] * 2}
+    )
+    first = sample_split(ctx, base_policy(ctx), "test", split, 2)
+    # Another model written over the same files (what re-running a training script into one folder does).
+    weights = load_file(str(model_dir / "model.safetensors"))
+    torch.manual_seed(5)
+    save_file({k: torch.randn_like(v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
+    with caplog.at_level(logging.INFO, logger="afd.cache"):
+        second = sample_split(ctx, base_policy(ctx), "test", split, 2)
+    assert "cache miss: sample" in caplog.text and "cache hit" not in caplog.text
+    assert second != first
+    assert len([p for p in (tmp_path / "cache" / "sample").iterdir() if not p.name.startswith(".")]) == 2
+
+
+_LOCKED_BUILD = """
+import logging, sys, time
+from pathlib import Path
+from afd.cache import StageCache
+logging.basicConfig(level=logging.INFO, format="%(message)s")
+def build(out):
+    with open({log!r}, "a") as f:
+        f.write("built\\n")
+    time.sleep(float(sys.argv[1]))
+    (out / "done").write_text("ok")
+print(StageCache({root!r}).get_or_build("sft", {{"x": 1}}, build))
+"""
+
+
+def test_two_runs_on_one_key_build_once_and_the_second_waits(tmp_path):
+    script = _LOCKED_BUILD.format(log=str(tmp_path / "builds.log"), root=str(tmp_path / "cache"))
+    first = subprocess.Popen(
+        [sys.executable, "-c", script, "3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(1.0)
+    second = subprocess.run([sys.executable, "-c", script, "0"], capture_output=True, text=True, timeout=60)
+    out1, err1 = first.communicate(timeout=60)
+    assert first.returncode == 0 and second.returncode == 0, err1 + second.stderr
+    assert (tmp_path / "builds.log").read_text() == "built\n", "one build for one key"
+    assert out1 == second.stdout, "both runs get the same entry"
+    assert "waiting for another run that is building sft" in second.stderr
+    assert "waited" in second.stderr and "cache hit" in second.stderr
+
+
+def test_a_killed_builder_releases_its_lock(tmp_path):
+    script = _LOCKED_BUILD.format(log=str(tmp_path / "builds.log"), root=str(tmp_path / "cache"))
+    holder = subprocess.Popen([sys.executable, "-c", script, "600"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not (tmp_path / "builds.log").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    holder.kill()  # SIGKILL: no chance to unlock or clean up
+    holder.wait()
+    start = time.time()
+    done = subprocess.run([sys.executable, "-c", script, "0"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert time.time() - start < 30
+    assert (tmp_path / "builds.log").read_text() == "built\nbuilt\n"
+    assert "waiting" not in done.stderr

@@ -46,6 +46,16 @@ def load_splits(cfg: DatasetConfig) -> DatasetDict:
         cfg.name,
         ", ".join(f"{name} {len(splits[name])}/{sizes[name]}" for name in SPLITS),
     )
+    for name in SPLITS:
+        if len(splits[name]) < sizes[name]:
+            logger.warning(
+                "dataset %s: the %s split has %d examples, fewer than dataset.%s_size=%d (source ran out)",
+                cfg.name,
+                name,
+                len(splits[name]),
+                name,
+                sizes[name],
+            )
     # Column-wise: Dataset.from_list([]) drops the declared columns of an empty split.
     return DatasetDict(
         {

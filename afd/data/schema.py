@@ -16,6 +16,8 @@ from typing import Any, Iterator, Optional
 
 from datasets import Features, List, Value
 
+from afd.errors import UserError
+
 ROLES = ("system", "user", "assistant")
 
 # Declared, not inferred, so that all-None chosen/rejected columns and empty splits keep their types.
@@ -34,7 +36,7 @@ _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
 _HH_ROLE = {"Human": "user", "Assistant": "assistant"}
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Bad dataset input; the message names the file and line and/or the config key or field."""
 
 

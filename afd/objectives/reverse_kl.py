@@ -2,7 +2,9 @@
 
 Each round samples the current policy on the rm prompts, updates a discriminator (demonstrations = 1,
 policy samples = 0; warm-started from the previous round's) and then the policy with GRPO/RLOO on the
-divergence's transform of the discriminator's logit, with a KL penalty to the starting policy.
+divergence's transform of the discriminator's logit. Every round's KL penalty (rl.beta) is to the policy
+the rounds started from (adversarial.start, pi_SFT by default), not to the previous round's policy: the
+regulariser stays fixed while the discriminator moves.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ def run(ctx: RunContext) -> dict[str, float]:
     prep = prepare(ctx)
     split = prep.splits["rm"]
     policy = prep.sft if adv.start is PolicyStart.sft else prep.base
+    reference = policy
     if adv.discriminator_steps > 0:
         disc_cfg = dataclasses.replace(cfg, rm=dataclasses.replace(cfg.rm, max_steps=adv.discriminator_steps))
         disc_ctx = dataclasses.replace(ctx, cfg=disc_cfg)
@@ -70,7 +73,14 @@ def run(ctx: RunContext) -> dict[str, float]:
         reward = DiscriminatorReward(disc, adv.divergence.value)
         reward_spec = {"discriminator": disc.path.name, "divergence": adv.divergence}
         policy = train_rl(
-            ctx, policy, reward, reward_spec, list(split["prompt"]), list(split["prompt_id"]), f"adv_r{r}"
+            ctx,
+            policy,
+            reward,
+            reward_spec,
+            list(split["prompt"]),
+            list(split["prompt_id"]),
+            f"adv_r{r}",
+            reference=reference,
         )
         log = train_log(policy)
         # The last logged loss, or the run's average when training was shorter than a logging interval.

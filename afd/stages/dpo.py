@@ -11,7 +11,7 @@ from trl import DPOConfig, DPOTrainer
 
 from afd.context import RunContext
 from afd.policies import PolicyHandle
-from afd.rm_data import RMPair
+from afd.rm_data import RMPair, warn_pairs_over_length
 from afd.stability import DivergenceGuard
 from afd.stages.policy_training import log_training, train_policy_stage
 from afd.trainer_args import common_trainer_args
@@ -53,6 +53,9 @@ def train_dpo(ctx: RunContext, policy: PolicyHandle, pairs: Sequence[RMPair], na
     }
 
     def make_trainer(model, tokenizer, out: Path) -> DPOTrainer:
+        warn_pairs_over_length(
+            tokenizer, pairs, cfg.model.max_length, f"dpo ({name})", "TRL keeps their first tokens"
+        )
         args = DPOConfig(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             **hparams,

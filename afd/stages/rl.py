@@ -1,5 +1,6 @@
 """The rl stage: online policy optimisation of a reward with TRL's GRPO or RLOO trainer, with a KL
-penalty (rl.beta) to the starting policy; cached, with a divergence guard (the RL counterpart of BoN)."""
+penalty (rl.beta) to a reference policy (by default the starting one); cached, with a divergence guard
+(the RL counterpart of BoN)."""
 
 from __future__ import annotations
 
@@ -45,8 +46,10 @@ def train_rl(
     prompts: Sequence[list],
     prompt_ids: Sequence[str],
     name: str,
+    reference: PolicyHandle | None = None,
 ) -> PolicyHandle:
-    """Optimise `reward` from `policy` (also the KL reference) on `prompts`; returns the new policy."""
+    """Optimise `reward` from `policy` on `prompts` with a KL penalty to `reference` (default: `policy`);
+    returns the new policy."""
     cfg = ctx.cfg
     rl = cfg.rl
     hparams = {
@@ -91,6 +94,6 @@ def train_rl(
             callbacks=[guard],
         )
 
-    trained = train_policy_stage(ctx, "rl", spec, policy, name, make_trainer)
+    trained = train_policy_stage(ctx, "rl", spec, policy, name, make_trainer, reference)
     log_training(ctx, trained, f"rl/{name}")
     return trained

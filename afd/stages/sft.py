@@ -14,6 +14,7 @@ from trl import SFTTrainer
 
 from afd.context import RunContext
 from afd.policies import PolicyHandle
+from afd.sampling import warn_over_length
 from afd.stages.policy_training import train_log, train_policy_stage
 from afd.trainer_args import common_trainer_args
 
@@ -45,6 +46,14 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
     }
 
     def make_trainer(model, tokenizer, out: Path) -> SFTTrainer:
+        warn_over_length(
+            tokenizer,
+            train["prompt"],
+            train["demonstration"],
+            cfg.model.max_length,
+            "sft: demonstrations",
+            "TRL keeps their first tokens, so their ends are not trained on",
+        )
         args = TRLSFTConfig(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             learning_rate=cfg.sft.learning_rate,

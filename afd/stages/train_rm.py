@@ -6,6 +6,7 @@ multi-label head computes exactly BCE-with-logits; Bradley-Terry through TRL's R
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from pathlib import Path
@@ -17,7 +18,8 @@ from afd.config import RMLoss, RMTextFormat
 from afd.context import RunContext
 from afd.distributed import is_main_process
 from afd.rewards import ClassifierReward, encode_pairs
-from afd.rm_data import RMPair, pairwise_accuracy
+from afd.rm_data import RMPair, pairwise_accuracy, warn_pairs_over_length
+from afd.sampling import warn_over_length
 from afd.trainer_args import common_trainer_args
 
 log = logging.getLogger(__name__)
@@ -30,6 +32,14 @@ def _bce_trainer(ctx: RunContext, model, tokenizer, pairs: Sequence[RMPair], out
     prompts = [p.prompt for p in pairs for _ in range(2)]
     responses = [r for p in pairs for r in (p.positive, p.negative)]
     labels = [[float(y)] for _ in pairs for y in (1, 0)]
+    warn_over_length(
+        tokenizer,
+        prompts,
+        responses,
+        cfg.model.max_length,
+        "reward model: training sequences",
+        "they keep their last tokens (the response and the end of the prompt)",
+    )
     ids = encode_pairs(tokenizer, RMTextFormat.chat_template, prompts, responses, cfg.model.max_length)
     train = datasets.Dataset.from_dict(
         {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
@@ -56,6 +66,9 @@ def _bt_trainer(ctx: RunContext, model, tokenizer, pairs: Sequence[RMPair], out:
             "chosen": [[{"role": "assistant", "content": p.positive}] for p in pairs],
             "rejected": [[{"role": "assistant", "content": p.negative}] for p in pairs],
         }
+    )
+    warn_pairs_over_length(
+        tokenizer, pairs, cfg.model.max_length, "reward model", "TRL's RewardTrainer drops those pairs"
     )
     args = RewardConfig(
         **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
@@ -110,8 +123,6 @@ def train_rm(
         "bf16": ctx.bf16,
     }
 
-    trained_here: dict = {}
-
     def build(out: Path) -> None:
         tokenizer = load_tokenizer(init_source, cfg.model)
         model = AutoModelForSequenceClassification.from_pretrained(init_source, num_labels=1, dtype=ctx.dtype)
@@ -122,21 +133,18 @@ def train_rm(
         trainer.train()
         trained = trainer.model.merge_and_unload() if cfg.rm.lora.enabled else trainer.model
         trained.config.problem_type = None
-        if is_main_process():  # the copy the cache publishes; other ranks keep theirs in memory
+        if is_main_process():  # the copy the cache publishes
             trained.save_pretrained(out)
             tokenizer.save_pretrained(out)
             (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
-        trained_here["rm"] = (trained, tokenizer)
 
     entry = ctx.cache.get_or_build("train_rm", spec, build)
+    gc.collect()  # the trainer and its optimizer state
     for h in json.loads((entry / "train_log.json").read_text()):
         if "loss" in h:
             ctx.tracker.log({"rm/train_loss": h["loss"], "rm/train_step": h.get("step", 0)})
-    reward = (
-        _as_reward(ctx, *trained_here["rm"], name)
-        if "rm" in trained_here
-        else load_trained_rm(ctx, entry, name)
-    )
+    # Read back from the entry, as on a warm cache: one code path, and no trainer-patched object.
+    reward = load_trained_rm(ctx, entry, name)
     reward.path = entry
     return reward
 
