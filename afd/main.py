@@ -10,22 +10,19 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
-from afd import distributed
-from afd.cache import StageCache
-from afd.config import LoggerKind, RunConfig, register_configs, to_run_config
-from afd.context import RunContext
-from afd.errors import UserError
-from afd.preflight import check_run, debug_enabled, preflight
-from afd.tracking import tracking, write_json
+from afd.config import register_configs, to_run_config
+from afd.config.run import LoggerKind, RunConfig
+from afd.runtime import distributed
+from afd.runtime.cache import StageCache
+from afd.runtime.errors import UserError
+from afd.runtime.preflight import check_run, debug_enabled, preflight
+from afd.runtime.tracking import tracking, write_json
 
 log = logging.getLogger("afd")
-
-register_configs()
 
 # An absolute path: the console script runs main() from an installed module, where Hydra would
 # otherwise resolve a relative config_path as a Python package.
@@ -51,10 +48,13 @@ def run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
 
 def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     """The job in this process, writing under cfg.paths.output_dir."""
+    # Heavy imports here, not at the top: `afd --help` and `afd --cfg job` need none of them.
+    import torch
     from transformers import set_seed
 
-    from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
-    from afd.objectives import OBJECTIVES
+    from afd.models.devices import resolve_device, resolve_dtype, use_bf16_autocast
+    from afd.objectives import run_objective
+    from afd.runtime.context import RunContext
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -73,7 +73,7 @@ def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
             dtype=resolve_dtype(cfg.compute, device),
             bf16=use_bf16_autocast(cfg.compute, device),
         )
-        metrics = OBJECTIVES[cfg.objective.name](ctx)
+        metrics = run_objective(ctx, cfg.objective)
         write_json(output_dir / "metrics.json", metrics)
         tracker.log(metrics)
         tracker.summary(metrics)
@@ -124,9 +124,11 @@ def cli() -> None:
     debug = debug_enabled(argv)
     try:
         if argv and argv[0] == "report":
-            from afd.report import main as report_main
+            from afd.analysis.report import main as report_main
 
             sys.exit(report_main(argv[1:]))
+        # Before Hydra composes: the yaml files extend the schemas stored here.
+        register_configs()
         preflight(argv, CONF_DIR)
         main()
     except UserError as e:

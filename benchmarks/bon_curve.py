@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from afd.bon import bon_curve, default_n_grid
+from afd.analysis.bon import bon_curve, default_n_grid
 from benchmarks.common import Row, timed
 
 

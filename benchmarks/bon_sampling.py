@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
-from afd.config import SamplingConfig
-from afd.sampling import cut_at_eos, encode_prompts, left_padded, sample_token_ids
+from afd.config.run import SamplingConfig
+from afd.generation.kv_cache import left_padded
+from afd.generation.prompts import encode_prompts
+from afd.generation.sampling import cut_at_eos, sample_token_ids
 from benchmarks.common import PeakRSS, Row, chitchat_test_prompts, load_smollm2, timed
 
 # The baseline's memory budget: 8 prompts x 16 sequences, as at N=16.

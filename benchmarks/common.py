@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from afd.config import DatasetConfig, DatasetSource, ModelConfig
+from afd.config.run import DatasetConfig, DatasetSource, ModelConfig
 
 SMOLLM2 = ModelConfig(
     name="smollm2_135m",
@@ -26,14 +26,14 @@ CACHE_DIR = Path(os.environ.get("AFD_CACHE_DIR", Path.home() / ".cache" / "afd")
 
 
 def load_smollm2(dtype: torch.dtype = torch.float32):
-    from afd.models import load_policy
+    from afd.models.loading import load_policy
 
     model, tokenizer = load_policy(SMOLLM2, CACHE_DIR, torch.device("cpu"), dtype)
     return model.eval(), tokenizer
 
 
 def smollm2_dir() -> Path:
-    from afd.models import dequantised_gguf_dir
+    from afd.models.gguf import dequantised_gguf_dir
 
     return dequantised_gguf_dir(SMOLLM2.gguf_package, SMOLLM2.gguf_file, CACHE_DIR)
 

@@ -44,7 +44,7 @@ def quiet() -> None:
     import datasets
     import transformers
 
-    import afd.rewards
+    import afd.rewards.base
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()

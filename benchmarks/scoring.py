@@ -8,10 +8,10 @@ import copy
 import numpy as np
 import torch
 
-from afd.config import RMTextFormat, SamplingConfig
-from afd.models import load_tokenizer
-from afd.rewards import ClassifierReward, encode_pairs
-from afd.sampling import sample_responses
+from afd.config.run import RMTextFormat, SamplingConfig
+from afd.generation.sampling import sample_responses
+from afd.models.loading import load_tokenizer
+from afd.rewards.classifier import ClassifierReward, encode_pairs
 from benchmarks.common import SMOLLM2, PeakRSS, Row, chitchat_test_prompts, load_smollm2, smollm2_dir, timed
 
 

@@ -32,11 +32,11 @@ class StepTimer(TrainerCallback):
 def afd_context(tmp: Path, steps: int, batch: int):
     from hydra import compose, initialize_config_dir
 
-    from afd.cache import StageCache
     from afd.config import register_configs, to_run_config
-    from afd.context import RunContext
-    from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
-    from afd.tracking import NullTracker
+    from afd.models.loading import resolve_device, resolve_dtype, use_bf16_autocast
+    from afd.runtime.cache import StageCache
+    from afd.runtime.context import RunContext
+    from afd.runtime.tracking import NullTracker
 
     # A fresh stage cache (so the SFT stage trains rather than hits an entry) that finds the
     # de-quantised model.
@@ -68,7 +68,7 @@ def afd_context(tmp: Path, steps: int, batch: int):
 
 def run_afd(ctx, train, timer: StepTimer) -> None:
     import afd.stages.sft as sft_stage
-    from afd.policies import base_policy
+    from afd.models.policies import init_policy
 
     original = sft_stage.SFTTrainer
 
@@ -79,7 +79,7 @@ def run_afd(ctx, train, timer: StepTimer) -> None:
 
     sft_stage.SFTTrainer = TimedSFTTrainer
     try:
-        sft_stage.train_sft(ctx, base_policy(ctx), train)
+        sft_stage.train_sft(ctx, init_policy(ctx), train)
     finally:
         sft_stage.SFTTrainer = original
 

@@ -140,11 +140,11 @@ def tiny_overrides(model_dir: Path, cache_dir: Path) -> list[str]:
 @pytest.fixture
 def make_context(compose, tmp_path):
     """make_context(overrides) -> (RunContext, tracker-less) for calling stages directly."""
-    from afd.cache import StageCache
     from afd.config import to_run_config
-    from afd.context import RunContext
-    from afd.models import resolve_device, resolve_dtype, use_bf16_autocast
-    from afd.tracking import NullTracker
+    from afd.models.devices import resolve_device, resolve_dtype, use_bf16_autocast
+    from afd.runtime.cache import StageCache
+    from afd.runtime.context import RunContext
+    from afd.runtime.tracking import NullTracker
 
     def _make(overrides):
         cfg = to_run_config(compose([*overrides, f"paths.output_dir={tmp_path / 'out'}"]))
@@ -161,3 +161,21 @@ def make_context(compose, tmp_path):
         )
 
     return _make
+
+
+def objective_schemas() -> dict[str, type]:
+    """{objective name (file in conf/objective/): the schema it composes to}, for parametrizing tests over
+    every objective, so that an objective added later is covered without editing them."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from afd.config import register_configs
+
+    register_configs()
+    out = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for path in sorted((CONF_DIR / "objective").glob("*.yaml")):
+            cfg = hydra_compose(config_name="config", overrides=[f"objective={path.stem}"])
+            out[path.stem] = OmegaConf.get_type(cfg.objective)
+    return out

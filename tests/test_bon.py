@@ -9,7 +9,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from afd.bon import (
+from afd.analysis.bon import (
     bon_curve,
     bon_kl_bound,
     bon_weights,
@@ -18,7 +18,7 @@ from afd.bon import (
     expected_bon,
     expected_bon_winrate,
 )
-from afd.stats import mean_ci
+from afd.analysis.stats import mean_ci
 
 
 def brute_force_bon(proxy, values, N):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from afd.cache import StageCache, stage_key
+from afd.runtime.cache import StageCache, stage_key
 
 
 @dataclass
@@ -61,7 +61,7 @@ def test_killed_write_is_not_trusted_and_rerun_completes(tmp_path):
     script = textwrap.dedent(
         f"""
         import os
-        from afd.cache import StageCache
+        from afd.runtime.cache import StageCache
         def build(out):
             (out / "half.bin").write_text("partial")
             os._exit(9)
@@ -83,7 +83,7 @@ def test_killed_write_is_not_trusted_and_rerun_completes(tmp_path):
 
 
 def test_key_includes_library_versions_and_stage_code(monkeypatch):
-    import afd.cache as cache_module
+    import afd.runtime.cache as cache_module
 
     spec = {"x": 1}
     before = stage_key("sft", spec)
@@ -97,7 +97,7 @@ def test_key_includes_library_versions_and_stage_code(monkeypatch):
 
 
 def test_file_digests_are_remembered_by_path_size_and_mtime(tmp_path, monkeypatch):
-    import afd.fingerprint as fp
+    import afd.runtime.fingerprint as fp
 
     calls = []
     real = fp.sha256_file
@@ -122,7 +122,7 @@ def test_overwriting_a_model_at_the_same_path_is_a_cache_miss(make_context, tiny
     import torch
     from safetensors.torch import load_file, save_file
 
-    from afd.policies import base_policy
+    from afd.models.policies import init_policy
     from afd.stages.sample import sample_split
 
     from conftest import tiny_overrides
@@ -135,13 +135,13 @@ def test_overwriting_a_model_at_the_same_path_is_a_cache_miss(make_context, tiny
     split = Dataset.from_dict(
         {"prompt_id": ["a", "b"], "prompt": [[{"role": "user", "content": "hello there"}]] * 2}
     )
-    first = sample_split(ctx, base_policy(ctx), "test", split, 2)
+    first = sample_split(ctx, init_policy(ctx), "test", split, 2)
     # Another model written over the same files (what re-running a training script into one folder does).
     weights = load_file(str(model_dir / "model.safetensors"))
     torch.manual_seed(5)
     save_file({k: torch.randn_like(v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
-    with caplog.at_level(logging.INFO, logger="afd.cache"):
-        second = sample_split(ctx, base_policy(ctx), "test", split, 2)
+    with caplog.at_level(logging.INFO, logger="afd.runtime.cache"):
+        second = sample_split(ctx, init_policy(ctx), "test", split, 2)
     assert "cache miss: sample" in caplog.text and "cache hit" not in caplog.text
     assert second != first
     assert len([p for p in (tmp_path / "cache" / "sample").iterdir() if not p.name.startswith(".")]) == 2
@@ -150,7 +150,7 @@ def test_overwriting_a_model_at_the_same_path_is_a_cache_miss(make_context, tiny
 _LOCKED_BUILD = """
 import logging, sys, time
 from pathlib import Path
-from afd.cache import StageCache
+from afd.runtime.cache import StageCache
 logging.basicConfig(level=logging.INFO, format="%(message)s")
 def build(out):
     with open({log!r}, "a") as f:

@@ -23,28 +23,21 @@ from safetensors.torch import load_file
 from afd.config import to_run_config
 from afd.main import run
 
-from conftest import tiny_overrides
+from conftest import objective_schemas, tiny_overrides
 
 KL_TRAINERS = (trl.DPOTrainer, trl.GRPOTrainer, trl.RLOOTrainer)
-KL_OBJECTIVES = {"dpo_demo", "dpo_pref", "rl_rm", "rl_rm_rloo", "reverse_kl"}
 # What the cold run's upstream is: pi_SFT and the models it was trained from.
 UPSTREAM = {"sft", "models"}
-
-OBJECTIVES = {
-    "sft": [],
-    "irl_init_sft": [],
-    "irl_init_demo": [],
-    "irl_sft_demo": [],
-    "bt_pref": [],
-    "log_ratio": [],
-    "length": [],
-    "random": [],
-    "dpo_demo": ["dpo.iterations=2"],
-    "dpo_pref": [],
-    "rl_rm": ["rl.algorithm=grpo"],
-    "rl_rm_rloo": ["rl.algorithm=rloo"],
-    "reverse_kl": ["adversarial.rounds=2"],
-}
+# Every objective (an objective added later is covered too), plus RLOO and two adversarial rounds.
+OBJECTIVES = {name: [] for name in objective_schemas()}
+OBJECTIVES.update(
+    {
+        "rl_rm": ["objective.rl.algorithm=grpo"],
+        "rl_rm_rloo": ["objective.rl.algorithm=rloo"],
+        "adversarial": ["objective.adversarial.rounds=2"],
+    }
+)
+KL_OBJECTIVES = {"dpo_demo", "spin", "dpo_pref", "rl_rm", "rl_rm_rloo", "adversarial"}
 
 
 @pytest.fixture
@@ -81,8 +74,8 @@ def run_objective(compose, model_dir: Path, cache: Path, out: Path, objective: s
             *tiny_overrides(model_dir, cache),
             f"objective={name}",
             # A pi_SFT far from pi_init, so a reference built from the base model is caught.
-            "sft.learning_rate=3e-2",
-            "sft.max_steps=4",
+            "objective.sft.trainer.learning_rate=3e-2",
+            "objective.sft.trainer.max_steps=4",
             "golden=[harmless]",
             "logger=none",
             f"paths.output_dir={out}",
@@ -102,7 +95,7 @@ def intended_references(cache: Path, objective: str) -> list[dict[str, torch.Ten
     """The policies the objective's KL trainers must regularise towards, in training order."""
     (sft_entry,) = [p for p in (cache / "sft").iterdir() if not p.name.startswith(".")]
     sft = weights(sft_entry)
-    if objective == "dpo_demo":
+    if objective == "spin":
         # SPIN: iteration 1 is referenced to pi_SFT, iteration 2 to iteration 1's policy.
         (it1,) = [
             p
@@ -111,7 +104,7 @@ def intended_references(cache: Path, objective: str) -> list[dict[str, torch.Ten
             and json.loads((p / "spec.json").read_text())["policy"] == {"sft": sft_entry.name}
         ]
         return [sft, weights(it1)]
-    if objective == "reverse_kl":
+    if objective == "adversarial":
         return [sft, sft]  # every round to the starting policy (adversarial.start=sft)
     return [sft]
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from afd.config import DatasetConfig, DatasetSource
+from afd.config.run import DatasetConfig, DatasetSource
 from afd.data import DataError, load_splits
 from afd.data.chitchat import MAX_WORDS, MIN_WORDS, dataset_file
-from afd.golden import vader_compound
+from afd.rewards.golden import vader_compound
 
 
 def chitchat_cfg(**kw) -> DatasetConfig:
@@ -35,7 +35,7 @@ def test_default_sizes_and_format(default_splits):
     cfg = chitchat_cfg()
     assert {n: len(s) for n, s in default_splits.items()} == {
         "train": cfg.train_size,
-        "rm": cfg.rm_size,
+        "align": cfg.align_size,
         "test": cfg.test_size,
     }
     for split in default_splits.values():
@@ -82,15 +82,15 @@ def test_result_does_not_depend_on_where_reading_stops(default_splits):
     # A smaller train split reads fewer conversations; what it keeps must be a prefix of the full result.
     small = load_splits(chitchat_cfg(train_size=10))
     assert small["test"].to_list() == default_splits["test"].to_list()
-    assert small["rm"].to_list() == default_splits["rm"].to_list()
+    assert small["align"].to_list() == default_splits["align"].to_list()
     assert small["train"].to_list() == default_splits["train"].to_list()[:10]
 
 
 def test_knobs_change_the_examples():
-    strict = load_splits(chitchat_cfg(min_demo_score=0.9, train_size=32, rm_size=8, test_size=8))
+    strict = load_splits(chitchat_cfg(min_demo_score=0.9, train_size=32, align_size=8, test_size=8))
     assert len(strict["train"]) == 32
     assert vader_compound(strict["train"]["demonstration"]).min() >= 0.9
-    short = load_splits(chitchat_cfg(context_turns=1, train_size=16, rm_size=4, test_size=4))
+    short = load_splits(chitchat_cfg(context_turns=1, train_size=16, align_size=4, test_size=4))
     assert all(len(p) == 1 and p[0]["role"] == "user" for p in short["train"]["prompt"])
     with pytest.raises(DataError, match=r"dataset\.context_turns=0"):
         load_splits(chitchat_cfg(context_turns=0))
@@ -99,7 +99,7 @@ def test_knobs_change_the_examples():
 def test_result_does_not_depend_on_scoring_batches(monkeypatch):
     import afd.data.chitchat as chitchat
 
-    cfg = chitchat_cfg(split_seed=7, train_size=48, rm_size=8, test_size=8)
+    cfg = chitchat_cfg(split_seed=7, train_size=48, align_size=8, test_size=8)
     want = load_splits(cfg)
     monkeypatch.setattr(chitchat, "_BLOCK", 97)
     monkeypatch.setattr(chitchat, "_FIRST_ROUND", 2)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from afd.config import DatasetConfig, DatasetSource
+from afd.config.run import DatasetConfig, DatasetSource
 from afd.data import DataError, load_splits
 from afd.data.hh import split_dialogue
 from afd.data.schema import hh_messages, prompt_id
@@ -24,7 +24,7 @@ N_TEST_PROMPTS = 6
 
 
 def hh_cfg(path=FIXTURE, **kw) -> DatasetConfig:
-    kw = {"train_size": 100, "rm_size": 3, "test_size": 100, **kw}
+    kw = {"train_size": 100, "align_size": 3, "test_size": 100, **kw}
     path = None if path is None else str(path)
     return DatasetConfig(name="hh", source=DatasetSource.hh_harmless, path=path, **kw)
 
@@ -57,8 +57,8 @@ def test_hh_messages_roles_and_trailing_cue():
 
 def test_fixture_splits_sizes_and_columns():
     splits = load_splits(hh_cfg())
-    assert list(splits) == ["train", "rm", "test"]
-    assert len(splits["rm"]) == 3
+    assert list(splits) == ["train", "align", "test"]
+    assert len(splits["align"]) == 3
     assert len(splits["train"]) == N_TRAIN_PROMPTS - 3
     assert len(splits["test"]) == N_TEST_PROMPTS
     for name in splits:
@@ -100,11 +100,11 @@ def test_fixture_parsing():
     assert "Say nothing at all." not in rows
 
 
-def test_test_prompts_never_reach_train_or_rm():
+def test_test_prompts_never_reach_train_or_align():
     splits = load_splits(hh_cfg())
     egg = [
         r
-        for name in ("train", "rm")
+        for name in ("train", "align")
         for r in splits[name]
         if r["prompt"][0]["content"] == "How do I boil an egg?"
     ]
@@ -114,7 +114,7 @@ def test_test_prompts_never_reach_train_or_rm():
     for seed in range(6):
         small = load_splits(hh_cfg(test_size=1, split_seed=seed))
         assert "How do I boil an egg?" not in {
-            r["prompt"][0]["content"] for name in ("train", "rm") for r in small[name]
+            r["prompt"][0]["content"] for name in ("train", "align") for r in small[name]
         }
 
 
@@ -129,16 +129,18 @@ def test_skipped_rows_are_counted(caplog):
 def test_invariants_determinism_and_seed():
     splits = load_splits(hh_cfg())
     ids = {name: set(splits[name]["prompt_id"]) for name in splits}
-    assert not ids["train"] & ids["rm"] and not ids["train"] & ids["test"] and not ids["rm"] & ids["test"]
-    assert load_splits(hh_cfg())["rm"].to_list() == splits["rm"].to_list()
-    rm_sets = {frozenset(load_splits(hh_cfg(split_seed=s))["rm"]["prompt_id"]) for s in range(5)}
-    assert len(rm_sets) > 1
+    assert (
+        not ids["train"] & ids["align"] and not ids["train"] & ids["test"] and not ids["align"] & ids["test"]
+    )
+    assert load_splits(hh_cfg())["align"].to_list() == splits["align"].to_list()
+    align_sets = {frozenset(load_splits(hh_cfg(split_seed=s))["align"]["prompt_id"]) for s in range(5)}
+    assert len(align_sets) > 1
 
 
 def test_size_caps():
-    splits = load_splits(hh_cfg(train_size=2, rm_size=1, test_size=4))
-    assert [len(splits[n]) for n in ("train", "rm", "test")] == [2, 1, 4]
-    empty = load_splits(hh_cfg(train_size=0, rm_size=0, test_size=0))
+    splits = load_splits(hh_cfg(train_size=2, align_size=1, test_size=4))
+    assert [len(splits[n]) for n in ("train", "align", "test")] == [2, 1, 4]
+    empty = load_splits(hh_cfg(train_size=0, align_size=0, test_size=0))
     assert all(len(empty[n]) == 0 for n in empty)
     assert empty["test"].features == splits["test"].features
 
@@ -209,14 +211,14 @@ def test_demonstrations_override_with_hh_prompts(tmp_path):
         },
     ]
     demos.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    splits = load_splits(hh_cfg(demonstrations_path=str(demos), rm_size=1))
+    splits = load_splits(hh_cfg(demonstrations_path=str(demos), align_size=1))
     got = {r["prompt"][0]["content"]: r for name in splits for r in splits[name]}
     assert set(got) == {"How do I boil an egg?", "Can you tell me a joke?", "Write a haiku about rain."}
     assert got["Can you tell me a joke?"]["demonstration"] == "GPT joke."
     # The preference pair stays the human one.
     assert got["Can you tell me a joke?"]["chosen"].startswith("Why did the scarecrow")
     assert [r["demonstration"] for r in splits["test"]] == ["GPT egg."]
-    assert len(splits["rm"]) == 1 and len(splits["train"]) == 1
+    assert len(splits["align"]) == 1 and len(splits["train"]) == 1
 
 
 def fixture_as_hub_dataset(train_rows=None):

@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from afd.config import DatasetConfig, DatasetSource
+from afd.config.run import DatasetConfig, DatasetSource
 from afd.data import BUILDERS, DataError, load_splits, require_examples
 
 COLUMNS = ["prompt_id", "prompt", "demonstration", "chosen", "rejected", "group"]
@@ -90,30 +90,30 @@ def test_prompt_id_is_sha1_of_canonical_messages(tmp_path):
 
 def test_split_invariants(tmp_path):
     path = write_jsonl(tmp_path / "many.jsonl", many_rows(100))
-    cfg = jsonl_cfg(path, train_size=50, rm_size=20, test_size=10)
+    cfg = jsonl_cfg(path, train_size=50, align_size=20, test_size=10)
     splits = load_splits(cfg)
-    assert [len(splits[n]) for n in ("train", "rm", "test")] == [50, 20, 10]
+    assert [len(splits[n]) for n in ("train", "align", "test")] == [50, 20, 10]
     ids = {n: set(splits[n]["prompt_id"]) for n in splits}
     groups = {n: set(splits[n]["group"]) for n in splits}
-    for a, b in (("train", "rm"), ("train", "test"), ("rm", "test")):
+    for a, b in (("train", "align"), ("train", "test"), ("align", "test")):
         assert not ids[a] & ids[b]
         assert not groups[a] & groups[b]
     again = load_splits(cfg)
     for n in splits:
         assert again[n].to_list() == splits[n].to_list()
-    other = load_splits(jsonl_cfg(path, train_size=50, rm_size=20, test_size=10, split_seed=1))
+    other = load_splits(jsonl_cfg(path, train_size=50, align_size=20, test_size=10, split_seed=1))
     assert set(other["test"]["prompt_id"]) != ids["test"]
     # The caps are maxima: more than the file holds gives everything once.
-    everything = load_splits(jsonl_cfg(path, train_size=1000, rm_size=5, test_size=5))
-    assert [len(everything[n]) for n in ("train", "rm", "test")] == [90, 5, 5]
+    everything = load_splits(jsonl_cfg(path, train_size=1000, align_size=5, test_size=5))
+    assert [len(everything[n]) for n in ("train", "align", "test")] == [90, 5, 5]
 
 
 def test_smaller_sizes_give_prefixes(tmp_path):
     path = write_jsonl(tmp_path / "many.jsonl", many_rows(60))
-    big = load_splits(jsonl_cfg(path, train_size=30, rm_size=10, test_size=10))
-    small = load_splits(jsonl_cfg(path, train_size=5, rm_size=10, test_size=10))
+    big = load_splits(jsonl_cfg(path, train_size=30, align_size=10, test_size=10))
+    small = load_splits(jsonl_cfg(path, train_size=5, align_size=10, test_size=10))
     assert small["test"].to_list() == big["test"].to_list()
-    assert small["rm"].to_list() == big["rm"].to_list()
+    assert small["align"].to_list() == big["align"].to_list()
     assert small["train"].to_list() == big["train"].to_list()[:5]
 
 
@@ -136,8 +136,8 @@ def test_repeated_prompts_keep_the_first(tmp_path, caplog):
 def test_empty_splits_keep_columns_and_types(tmp_path):
     path = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "q", "demonstration": "a"}])
     splits = load_splits(jsonl_cfg(path))
-    assert len(splits["test"]) == 1 and len(splits["rm"]) == 0 and len(splits["train"]) == 0
-    for name in ("rm", "train"):
+    assert len(splits["test"]) == 1 and len(splits["align"]) == 0 and len(splits["train"]) == 0
+    for name in ("align", "train"):
         assert splits[name].features == splits["test"].features
     assert str(splits["train"].features["chosen"]) == "Value('string')"
     assert splits["train"].features["prompt"].feature["role"].dtype == "string"
@@ -214,8 +214,8 @@ def test_missing_file_path_none_and_empty_file(tmp_path):
 
 def test_negative_size_is_rejected(tmp_path):
     path = write_jsonl(tmp_path / "a.jsonl", many_rows(3))
-    with pytest.raises(DataError, match=r"dataset\.rm_size=-1"):
-        load_splits(jsonl_cfg(path, rm_size=-1))
+    with pytest.raises(DataError, match=r"dataset\.align_size=-1"):
+        load_splits(jsonl_cfg(path, align_size=-1))
 
 
 def test_demonstrations_override(tmp_path, caplog):
@@ -225,7 +225,7 @@ def test_demonstrations_override(tmp_path, caplog):
         [{"prompt": f"question {i}?", "demonstration": f"better answer {i}."} for i in range(0, 20, 2)]
         + [{"prompt": "a prompt not in the data", "demonstration": "unused"}],
     )
-    cfg = jsonl_cfg(data, demonstrations_path=demos, train_size=100, rm_size=2, test_size=2)
+    cfg = jsonl_cfg(data, demonstrations_path=demos, train_size=100, align_size=2, test_size=2)
     with caplog.at_level(logging.INFO, logger="afd.data"):
         splits = load_splits(cfg)
     rows = [r for s in splits.values() for r in s]
@@ -233,7 +233,7 @@ def test_demonstrations_override(tmp_path, caplog):
     for r in rows:
         i = int(r["prompt"][0]["content"].split()[1].rstrip("?"))
         assert i % 2 == 0 and r["demonstration"] == f"better answer {i}."
-    assert (len(splits["test"]), len(splits["rm"]), len(splits["train"])) == (2, 2, 6)
+    assert (len(splits["test"]), len(splits["align"]), len(splits["train"])) == (2, 2, 6)
     assert "10 examples have no demonstration in the file and were dropped (10 matched)" in caplog.text
 
 
@@ -262,7 +262,7 @@ def test_too_few_rows_for_a_test_split_is_one_clear_error(tmp_path):
     f = tmp_path / "two.jsonl"
     f.write_text('{"prompt": "a", "demonstration": "x"}\n{"prompt": "b", "demonstration": "y"}\n')
     cfg = DatasetConfig(
-        name="two", source=DatasetSource.jsonl, path=str(f), test_size=2, rm_size=0, train_size=4
+        name="two", source=DatasetSource.jsonl, path=str(f), test_size=2, align_size=0, train_size=4
     )
     splits = load_splits(cfg)
     with pytest.raises(DataError, match="the train split is empty"):

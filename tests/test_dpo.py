@@ -10,13 +10,14 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from afd.config import StabilityConfig, to_run_config
+from afd.config import to_run_config
+from afd.config.stages import StabilitySettings
+from afd.data.pairs import Pair
 from afd.main import run
-from afd.policies import base_policy
-from afd.rm_data import RMPair
-from afd.stability import DivergenceError, check_logs
+from afd.models.policies import init_policy
 from afd.stages.dpo import train_dpo
 from afd.stages.policy_eval import kl_to_reference, win_rate_against_pool
+from afd.stages.stability import DivergenceError, check_logs
 
 from conftest import tiny_overrides
 
@@ -24,20 +25,26 @@ GOOD = ["that sounds wonderful i love it", "we went hiking and it was amazing"]
 BAD = ["i feel tired and sad today", "oh no i hope you feel better"]
 
 
-def pairs(n: int = 8) -> list[RMPair]:
+def pairs(n: int = 8) -> list[Pair]:
     return [
-        RMPair(f"p{i}", [{"role": "user", "content": f"hello there {i}"}], GOOD[i % 2], BAD[i % 2])
+        Pair(f"p{i}", [{"role": "user", "content": f"hello there {i}"}], GOOD[i % 2], BAD[i % 2])
         for i in range(n)
     ]
 
 
 def test_dpo_trains_from_a_policy_and_keeps_it_as_reference(make_context, tiny_model_dir, tmp_path):
     ctx = make_context(
-        [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "dpo.max_steps=4", "dpo.learning_rate=1e-3"]
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+            "objective=dpo_demo",
+            "objective.dpo.trainer.max_steps=4",
+            "objective.dpo.trainer.learning_rate=1e-3",
+        ]
     )
-    start = base_policy(ctx)
+    start = init_policy(ctx)
     before = {k: v.clone() for k, v in start.get()[0].state_dict().items()}
-    trained = train_dpo(ctx, start, pairs(), "dpo_test")
+    objective = ctx.cfg.objective
+    trained = train_dpo(ctx, start, pairs(), objective.dpo, objective.stability, "dpo_test")
     log = json.loads((trained.path / "train_log.json").read_text())
     assert all(math.isfinite(h["loss"]) for h in log if "loss" in h)
     after = trained.get()[0].state_dict()
@@ -52,14 +59,17 @@ def test_divergence_guard_stops_training_and_caches_nothing(make_context, tiny_m
     ctx = make_context(
         [
             *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
-            "dpo.max_steps=3",
-            "dpo.logging_steps=1",
-            "dpo.learning_rate=1e-2",
-            "stability.max_abs_reward=1e-9",
+            "objective=dpo_demo",
+            "objective.dpo.trainer.max_steps=3",
+            "objective.dpo.trainer.logging_steps=1",
+            "objective.dpo.trainer.learning_rate=1e-2",
+            "objective.stability.max_abs_reward=1e-9",
         ]
     )
-    with pytest.raises(DivergenceError, match=r"stability.max_abs_reward.*last good policy is base"):
-        train_dpo(ctx, base_policy(ctx), pairs(), "dpo_test")
+    with pytest.raises(DivergenceError, match=r"stability.max_abs_reward.*last good policy is init"):
+        train_dpo(
+            ctx, init_policy(ctx), pairs(), ctx.cfg.objective.dpo, ctx.cfg.objective.stability, "dpo_test"
+        )
     assert not any(p for p in (tmp_path / "cache" / "dpo").iterdir() if not p.name.startswith("."))
 
 
@@ -74,7 +84,7 @@ def test_divergence_guard_stops_training_and_caches_nothing(make_context, tiny_m
     ],
 )
 def test_check_logs(logs, why):
-    reason = check_logs(logs, StabilityConfig())
+    reason = check_logs(logs, StabilitySettings())
     assert (reason is None) if why is None else (why in reason)
 
 
@@ -87,25 +97,24 @@ def test_win_rate_against_pool_matches_brute_force():
 
 def test_kl_of_a_policy_to_itself_is_zero(make_context, tiny_model_dir, tmp_path):
     ctx = make_context(tiny_overrides(tiny_model_dir, tmp_path / "cache"))
-    policy = base_policy(ctx)
+    policy = init_policy(ctx)
     prompts = [[{"role": "user", "content": "hello there"}], [{"role": "user", "content": "hi"}]]
     kl = kl_to_reference(ctx, policy, policy, prompts, [["i am doing great", "ok"], ["sad", "the weather"]])
     assert kl.shape == (2,) and np.allclose(kl, 0.0)
 
 
-@pytest.mark.parametrize("objective", ["dpo_demo", "dpo_pref"])
+@pytest.mark.parametrize("objective", ["spin", "dpo_pref"])
 def test_dpo_objectives_end_with_the_policy_evaluation(compose, tiny_model_dir, tmp_path, objective):
     overrides = [
         *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
         f"objective={objective}",
         "golden=[harmless]",
-        "dpo.iterations=2",
         "logger=none",
         f"paths.output_dir={tmp_path / 'out'}",
     ]
     cfg = compose(overrides)
     metrics = run(to_run_config(cfg), OmegaConf.to_container(cfg, resolve=True))
-    name = "dpo_demo_it2" if objective == "dpo_demo" else "dpo_pref"
+    name = "spin_it2" if objective == "spin" else "dpo_pref"
     assert metrics["eval/golden_mean"] == metrics[f"eval/harmless/{name}/mean"]
     assert metrics[f"eval/harmless/{name}/n"] == 8
     assert 0 <= metrics["policy/winrate_vs_sft/mean"] <= 1

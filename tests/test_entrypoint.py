@@ -29,7 +29,7 @@ def test_sft_run_writes_metrics_tables_plot_and_wandb(compose, tiny_model_dir, t
     metrics = run_in_process(compose, tiny_overrides(tiny_model_dir, tmp_path / "cache"), out)
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk == pytest.approx(metrics)
-    for policy in ["base", "sft", "demo"]:
+    for policy in ["init", "sft", "demo"]:
         m = metrics[f"eval/upbeat/{policy}/mean"]
         assert metrics[f"eval/upbeat/{policy}/ci_low"] <= m <= metrics[f"eval/upbeat/{policy}/ci_high"]
         assert metrics[f"eval/upbeat/{policy}/n"] == 8
@@ -49,7 +49,7 @@ def test_rerun_reuses_cached_stages(compose, tiny_model_dir, tmp_path, caplog):
     overrides = [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "logger=none"]
     first = run_in_process(compose, overrides, tmp_path / "a")
     entries = sorted(p.name for p in (tmp_path / "cache").glob("*/*"))
-    with caplog.at_level(logging.INFO, logger="afd.cache"):
+    with caplog.at_level(logging.INFO, logger="afd.runtime.cache"):
         second = run_in_process(compose, overrides, tmp_path / "b")
     assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == entries
     assert "cache miss" not in caplog.text and caplog.text.count("cache hit") == 3

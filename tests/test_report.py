@@ -1,15 +1,21 @@
-"""`afd report` on synthetic sweep directories: variants, several sweeps together, the RM-score
+"""`afd report` on synthetic sweep directories: variants, several sweeps together, the reward-score
 diagnostic, and broken jobs."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from afd.report import ReportError, load_jobs, main, report, summarise
+from afd.analysis.jobs import ReportError, load_jobs
+from afd.analysis.report import main, report
+from afd.analysis.summary import summarise
+
+FLIP = "objective.reward.pairs.noise.flip_rate"
+WEIGHTS = "objective.reward.weights"
 
 
 def make_job(
@@ -19,14 +25,16 @@ def make_job(
     seed: int,
     golden: list[float] | None,
     overrides: list[str] | None = None,
-    rm_scores: dict[str, float] | None = None,
+    reward_scores: dict[str, float] | None = None,
     config: dict | None = None,
 ) -> Path:
     """A Hydra job directory; `overrides` (without objective and seed, which are added) writes
-    .hydra/overrides.yaml, `rm_scores` adds the extrapolation diagnostic's `rm_scores/<group>/mean`."""
+    .hydra/overrides.yaml, `reward_scores` adds the extrapolation diagnostic's
+    `reward_scores/<group>/mean`; `config` adds to the resolved config (its `objective` to the name)."""
     job = root / f"{num}_{objective}_seed{seed}"
     (job / ".hydra").mkdir(parents=True)
-    resolved = {"objective": {"name": objective}, "seed": seed, **(config or {})}
+    resolved = {"seed": seed, **(config or {})}
+    resolved["objective"] = {"name": objective, **resolved.get("objective", {})}
     (job / "config.yaml").write_text(yaml.safe_dump(resolved))
     if overrides is not None:
         lines = [f"objective={objective}", f"seed={seed}", *overrides]
@@ -35,22 +43,22 @@ def make_job(
         metrics = {f"bon/golden@{n}": g for n, g in zip([1, 2, 4], golden)}
         metrics.update({f"bon/winrate_vs_sft@{n}": 0.5 for n in [1, 2, 4]})
         metrics.update({"eval/golden_mean": golden[-1], "eval/upbeat/demo/mean": 0.7})
-        metrics.update({f"rm_scores/{g}/mean": v for g, v in (rm_scores or {}).items()})
+        metrics.update({f"reward_scores/{g}/mean": v for g, v in (reward_scores or {}).items()})
         (job / "metrics.json").write_text(json.dumps(metrics))
     return job
 
 
 def label_noise_sweep(root: Path, flip_rates=("0", "0.2"), seeds=(0, 1)) -> Path:
-    """bt_pref at several rm.flip_rate, the way `experiment=embedded_label_noise` sweeps it; rm.init and
-    the Hydra sweep dir are overridden identically in every job."""
+    """bt_pref at several noise flip rates, the way `experiment=embedded_label_noise` sweeps it; the reward
+    model's weights and the Hydra sweep dir are overridden identically in every job."""
     root.mkdir(parents=True, exist_ok=True)
     num = 0
     for rate in flip_rates:
         for seed in seeds:
-            shared = ["experiment=embedded_label_noise", "rm.init=base", f"hydra.sweep.dir={root}"]
+            shared = ["experiment=embedded_label_noise", f"{WEIGHTS}=init", f"hydra.sweep.dir={root}"]
             golden = [0.4, 0.5 - float(rate), 0.6 - float(rate) + 0.1 * seed]
-            scores = {"base": -1.0, "sft": 0.0 + seed, "demo": 0.5, "bon": 2.0 + seed}
-            make_job(root, num, "bt_pref", seed, golden, [*shared, f"rm.flip_rate={rate}"], scores)
+            scores = {"init": -1.0, "sft": 0.0 + seed, "demo": 0.5, "bon": 2.0 + seed}
+            make_job(root, num, "bt_pref", seed, golden, [*shared, f"{FLIP}={rate}"], scores)
             num += 1
     return root
 
@@ -67,7 +75,9 @@ def sweep(tmp_path):
 def test_report_means_and_intervals_across_seeds(sweep):
     summary = summarise(load_jobs(sweep))
     ci = summary["irl_init_sft"]["bon/golden@4"]
-    assert ci.mean == pytest.approx(0.7) and ci.n == 2 and ci.ci_low < 0.6 and ci.ci_high > 0.8
+    # Two seeds (0.6, 0.8): standard error 0.1, t(0.975, df=1) = 12.706.
+    assert ci.mean == pytest.approx(0.7) and ci.n == 2
+    assert (ci.ci_low, ci.ci_high) == (pytest.approx(-0.5706, abs=1e-4), pytest.approx(1.9706, abs=1e-4))
     assert summary["bt_pref"]["bon/golden@2"].n == 1
 
     path = report(sweep)
@@ -130,37 +140,37 @@ def test_report_on_a_directory_without_jobs(tmp_path):
 def test_variants_are_labelled_by_the_overrides_that_differ(tmp_path):
     sweep = label_noise_sweep(tmp_path / "noise")
     jobs = load_jobs(sweep)
-    assert sorted({j.variant for j in jobs}) == ["bt_pref rm.flip_rate=0", "bt_pref rm.flip_rate=0.2"]
-    assert jobs[-1].overrides["rm.flip_rate"] == "0.2" and jobs[-1].objective == "bt_pref"
+    assert sorted({j.variant for j in jobs}) == [f"bt_pref {FLIP}=0", f"bt_pref {FLIP}=0.2"]
+    assert jobs[-1].overrides[FLIP] == "0.2" and jobs[-1].objective == "bt_pref"
     summary = summarise(jobs)
-    assert summary["bt_pref rm.flip_rate=0.2"]["bon/golden@4"].n == 2  # seeds pooled, flip rates not
+    assert summary[f"bt_pref {FLIP}=0.2"]["bon/golden@4"].n == 2  # seeds pooled, flip rates not
     text = report(sweep).read_text()
-    assert "| bt_pref rm.flip_rate=0 | 2 | 0.650 [" in text
-    assert "| bt_pref rm.flip_rate=0.2 | 2 | 0.450 [" in text
-    assert "rm.init" not in text and "experiment=" not in text and "hydra" not in text
+    assert f"| bt_pref {FLIP}=0 | 2 | 0.650 [" in text
+    assert f"| bt_pref {FLIP}=0.2 | 2 | 0.450 [" in text
+    assert WEIGHTS not in text and "experiment=" not in text and "hydra" not in text
 
 
 def test_a_job_without_overrides_yaml_is_labelled_by_its_objective(sweep):
-    make_job(sweep, 3, "bt_pref", 1, [0.4, 0.45, 0.5], ["rm.init=sft"])
+    make_job(sweep, 3, "bt_pref", 1, [0.4, 0.45, 0.5], [f"{WEIGHTS}=sft"])
     variants = {j.path.name: j.variant for j in load_jobs(sweep)}
     assert variants["0_irl_init_sft_seed0"] == "irl_init_sft"
     assert variants["2_bt_pref_seed0"] == "bt_pref"
-    assert variants["3_bt_pref_seed1"] == "bt_pref rm.init=sft"  # present here, absent elsewhere: differs
+    assert variants["3_bt_pref_seed1"] == f"bt_pref {WEIGHTS}=sft"  # present here, absent elsewhere: differs
 
 
 def test_two_sweep_directories_are_reported_together(tmp_path):
     noise = label_noise_sweep(tmp_path / "noise", flip_rates=("0.2",))
     variants = tmp_path / "variants"
-    for num, (init, seed) in enumerate([("base", 0), ("sft", 0), ("sft", 1)]):
-        overrides = ["experiment=embedded_rm_variants", f"rm.init={init}"]
+    for num, (init, seed) in enumerate([("init", 0), ("sft", 0), ("sft", 1)]):
+        overrides = ["experiment=embedded_rm_variants", f"{WEIGHTS}={init}"]
         make_job(variants, num, "bt_pref", seed, [0.4, 0.5, 0.55 + 0.1 * seed], overrides)
     out = tmp_path / "out"
     assert main([str(noise), str(variants), "--out", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert text.startswith(f"# afd report: {noise}, {variants}\n\n5 jobs.")
-    assert "| bt_pref rm.flip_rate=0.2 rm.init=base | 2 |" in text
-    assert "| bt_pref rm.init=base | 1 |" in text
-    assert "| bt_pref rm.init=sft | 2 | 0.600 [" in text
+    assert f"| bt_pref {FLIP}=0.2 {WEIGHTS}=init | 2 |" in text
+    assert f"| bt_pref {WEIGHTS}=init | 1 |" in text
+    assert f"| bt_pref {WEIGHTS}=sft | 2 | 0.600 [" in text
     assert (out / "report_bon.png").stat().st_size > 1000
     assert not (noise / "report.md").exists() and not (variants / "report.md").exists()
 
@@ -177,33 +187,33 @@ def test_out_is_required_with_two_sweep_directories(tmp_path, capsys):
 
 def test_the_same_variant_and_seed_twice_is_refused(tmp_path):
     a, b = label_noise_sweep(tmp_path / "a"), label_noise_sweep(tmp_path / "b")
-    with pytest.raises(ReportError, match="same variant \\(bt_pref rm.flip_rate=0\\) and seed \\(0\\)"):
+    with pytest.raises(ReportError, match=f"same variant \\(bt_pref {re.escape(FLIP)}=0\\) and seed \\(0\\)"):
         load_jobs(a, b)
 
 
-def test_rm_score_section_and_figure_when_jobs_ran_the_diagnostic(tmp_path):
+def test_reward_score_section_and_figure_when_jobs_ran_the_diagnostic(tmp_path):
     sweep = label_noise_sweep(tmp_path / "noise")
-    overrides = ["experiment=embedded_label_noise", "rm.init=base", "rm.flip_rate=0"]
+    overrides = ["experiment=embedded_label_noise", f"{WEIGHTS}=init", f"{FLIP}=0"]
     make_job(sweep, 9, "dpo", 0, [0.5, 0.5, 0.5], overrides)
     text = report(sweep).read_text()
     section = text.split("## Reward-model scores (extrapolation diagnostic)")[1]
     assert "| variant | seeds | init | SFT | demos | BoN pick |" in section
-    row = "| bt_pref rm.flip_rate=0.2 | 2 | -1.000 [-1.000, -1.000] | 0.500 [-5.853, 6.853] | 0.500 ["
+    row = f"| bt_pref {FLIP}=0.2 | 2 | -1.000 [-1.000, -1.000] | 0.500 [-5.853, 6.853] | 0.500 ["
     assert row in section and "| 2.500 [" in section
     assert "dpo" in text and "dpo" not in section  # dpo has no proxy RM to score with
-    assert (sweep / "report_rm_scores.png").stat().st_size > 1000
+    assert (sweep / "report_reward_scores.png").stat().st_size > 1000
 
 
-def test_no_rm_score_section_without_the_diagnostic(sweep):
+def test_no_reward_score_section_without_the_diagnostic(sweep):
     assert "Reward-model scores" not in report(sweep).read_text()
-    assert not (sweep / "report_rm_scores.png").exists()
+    assert not (sweep / "report_reward_scores.png").exists()
 
 
 def test_a_broken_job_in_the_second_directory_is_named(tmp_path, capsys):
     noise = label_noise_sweep(tmp_path / "noise")
     other = tmp_path / "other"
-    make_job(other, 0, "bt_pref", 0, [0.4, 0.5, 0.6], ["rm.init=sft"])
-    broken = make_job(other, 1, "bt_pref", 1, None, ["rm.init=sft"])
+    make_job(other, 0, "bt_pref", 0, [0.4, 0.5, 0.6], [f"{WEIGHTS}=sft"])
+    broken = make_job(other, 1, "bt_pref", 1, None, [f"{WEIGHTS}=sft"])
     with pytest.raises(ReportError, match=f"unreadable jobs:\\n  {broken}: no metrics.json"):
         load_jobs(noise, other)
     assert main([str(noise), str(other), "--out", str(tmp_path / "out")]) == 2
@@ -214,16 +224,18 @@ def test_a_broken_job_in_the_second_directory_is_named(tmp_path, capsys):
         load_jobs(other)
 
 
+def pool_size(m: int) -> dict:
+    return {"objective": {"best_of_n": {"pool_size": m}}}
+
+
 def test_jobs_of_one_label_with_different_configs_are_not_pooled_as_seeds(tmp_path):
     """Two sweeps whose experiment files set different pool sizes: same label, not the same variant."""
-    make_job(tmp_path / "a", 0, "bt_pref", 0, [0.4, 0.5, 0.6], config={"bon": {"pool_size": 16}})
-    make_job(tmp_path / "b", 0, "bt_pref", 1, [0.4, 0.5, 0.7], config={"bon": {"pool_size": 128}})
-    with pytest.raises(ReportError, match=r"bon\.pool_size"):
+    make_job(tmp_path / "a", 0, "bt_pref", 0, [0.4, 0.5, 0.6], config=pool_size(16))
+    make_job(tmp_path / "b", 0, "bt_pref", 1, [0.4, 0.5, 0.7], config=pool_size(128))
+    with pytest.raises(ReportError, match=r"objective\.best_of_n\.pool_size"):
         load_jobs(tmp_path / "a", tmp_path / "b")
     # Paths, logger, experiment name and thread count may differ between seeds of one variant.
-    make_job(
-        tmp_path / "c", 0, "bt_pref", 2, [0.4, 0.5, 0.6], config={"bon": {"pool_size": 16}, "paths": {"x": 1}}
-    )
+    make_job(tmp_path / "c", 0, "bt_pref", 2, [0.4, 0.5, 0.6], config={**pool_size(16), "paths": {"x": 1}})
     assert len(load_jobs(tmp_path / "a", tmp_path / "c")) == 2
 
 
@@ -234,4 +246,4 @@ def test_reference_levels_are_given_per_variant_when_they_differ(tmp_path):
     (job / "metrics.json").write_text(json.dumps({**metrics, "eval/upbeat/demo/mean": 0.3}))
     text = report(tmp_path).read_text()
     assert "per variant" in text
-    assert "- irl_init_sft task=hh_helpful_gemma2b: base -, sft -, demo 0.300" in text
+    assert "- irl_init_sft task=hh_helpful_gemma2b: init -, sft -, demo 0.300" in text

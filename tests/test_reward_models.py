@@ -7,11 +7,13 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from afd.config import RMLoss
-from afd.rewards import LengthReward, RandomReward, response_logprobs
-from afd.rm_data import RMPair, split_heldout
-from afd.stages.bon import mean_win_vs_pool
-from afd.stages.train_rm import heldout_accuracy, load_trained_rm, train_rm
+from afd.config.stages import RMLoss
+from afd.data.pairs import Pair, split_heldout
+from afd.generation.scoring import response_logprobs
+from afd.rewards.kinds.length import LengthReward
+from afd.rewards.kinds.random import RandomReward
+from afd.stages.best_of_n import mean_win_vs_pool
+from afd.stages.reward_model import heldout_accuracy, load_trained_reward_model, train_reward_model
 
 from conftest import tiny_overrides
 
@@ -19,9 +21,9 @@ GOOD = ["that sounds wonderful i love it", "we went hiking and it was amazing", 
 BAD = ["i feel tired and sad today", "oh no i hope you feel better", "the weather is tired and sad"]
 
 
-def separable_pairs(n_prompts: int = 40) -> list[RMPair]:
+def separable_pairs(n_prompts: int = 40) -> list[Pair]:
     return [
-        RMPair(f"p{i}", [{"role": "user", "content": f"hello there {i}"}], GOOD[i % 3], BAD[i % 3])
+        Pair(f"p{i}", [{"role": "user", "content": f"hello there {i}"}], GOOD[i % 3], BAD[i % 3])
         for i in range(n_prompts)
     ]
 
@@ -29,26 +31,33 @@ def separable_pairs(n_prompts: int = 40) -> list[RMPair]:
 @pytest.mark.parametrize("loss", [RMLoss.bce, RMLoss.bt])
 def test_reward_model_learns_a_separable_fixture(make_context, tiny_model_dir, tmp_path, loss):
     ctx = make_context(
-        [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "rm.max_steps=30", "rm.learning_rate=3e-3"]
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+            "objective.reward.trainer.max_steps=30",
+            "objective.reward.trainer.learning_rate=3e-3",
+            f"objective.reward.loss={loss.value}",
+        ]
     )
+    cfg = ctx.cfg.objective.reward
+    assert cfg.loss is loss
     train, heldout = split_heldout(separable_pairs(), 0.25, seed=0)
-    reward = train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss)
+    reward = train_reward_model(ctx, str(tiny_model_dir), {"model": "tiny"}, train, cfg)
     # The reward scores with the model trained in this process; reading the cache entry gives the same.
-    reloaded = load_trained_rm(ctx, reward.path)
+    reloaded = load_trained_reward_model(ctx, reward.path)
     prompts = [p.prompt for p in heldout]
     responses = [GOOD[i % 3] for i in range(len(prompts))]
     assert np.allclose(reward.score(prompts, responses), reloaded.score(prompts, responses), atol=1e-4)
     acc = heldout_accuracy(reward, heldout, pointwise=loss is RMLoss.bce)
-    assert acc["rm/heldout_pairs"] == len(heldout) > 0
-    assert acc["rm/accuracy"] >= 0.9, acc
+    assert acc["reward/heldout_pairs"] == len(heldout) > 0
+    assert acc["reward/accuracy"] >= 0.9, acc
     # A Bradley-Terry logit has an arbitrary offset: only BCE's sign means something.
-    assert ("rm/pointwise_accuracy" in acc) == (loss is RMLoss.bce)
+    assert ("reward/pointwise_accuracy" in acc) == (loss is RMLoss.bce)
     # The head and the body both trained: weights differ from the base model's.
     base = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     name = "model.layers.0.mlp.down_proj.weight"
     assert not torch.allclose(reward.model.state_dict()[name], base.state_dict()[name])
     # Same data and settings: the cache returns the same entry without training again.
-    assert train_rm(ctx, str(tiny_model_dir), {"model": "tiny"}, train, loss).path == reward.path
+    assert train_reward_model(ctx, str(tiny_model_dir), {"model": "tiny"}, train, cfg).path == reward.path
 
 
 def test_response_logprobs_batched_equals_one_by_one(tiny_model_dir):

@@ -10,9 +10,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from afd.config import ConfigError, to_run_config, validate
+from afd.config import to_run_config
 from afd.main import run
-from afd.policies import base_policy
+from afd.models.policies import init_policy
 from afd.stages.rl import reward_function, train_rl
 
 from conftest import tiny_overrides
@@ -39,18 +39,29 @@ def test_rl_trains_every_parameter_with_finite_losses(make_context, tiny_model_d
     ctx = make_context(
         [
             *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
-            f"rl.algorithm={algorithm}",
-            "rl.max_steps=3",
-            "rl.learning_rate=1e-2",
-            "rl.num_generations=4",
-            "rl.per_device_train_batch_size=4",
+            "objective=rl_rm",
+            f"objective.rl.algorithm={algorithm}",
+            "objective.rl.trainer.max_steps=3",
+            "objective.rl.trainer.learning_rate=1e-2",
+            "objective.rl.num_generations=4",
+            "objective.rl.trainer.per_device_train_batch_size=4",
         ]
     )
-    start = base_policy(ctx)
+    start = init_policy(ctx)
     before = {k: v.clone() for k, v in start.get()[0].state_dict().items()}
     prompts = [[{"role": "user", "content": f"hello there {i}"}] for i in range(6)]
+    objective = ctx.cfg.objective
+    ids = [str(i) for i in range(6)]
     trained = train_rl(
-        ctx, start, PrefersShort(), {"reward": "short"}, prompts, [str(i) for i in range(6)], "rl_t"
+        ctx,
+        start,
+        PrefersShort(),
+        {"reward": "short"},
+        prompts,
+        ids,
+        objective.rl,
+        objective.stability,
+        "rl_t",
     )
     log = [h for h in json.loads((trained.path / "train_log.json").read_text()) if "loss" in h]
     assert log and all(math.isfinite(h["loss"]) and math.isfinite(h["reward"]) for h in log)
@@ -66,26 +77,13 @@ def test_rl_rm_objective_end_to_end(compose, tiny_model_dir, tmp_path, algorithm
         [
             *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
             "objective=rl_rm",
-            f"rl.algorithm={algorithm}",
+            f"objective.rl.algorithm={algorithm}",
             "golden=[harmless]",
             "logger=none",
             f"paths.output_dir={tmp_path / 'out'}",
         ]
     )
     metrics = run(to_run_config(cfg), OmegaConf.to_container(cfg, resolve=True))
-    assert metrics["eval/golden_mean"] == metrics["eval/harmless/rl_irl_init_sft/mean"]
-    assert 0 <= metrics["rm/accuracy"] <= 1, "the Init-SFT reward model's own held-out accuracy"
+    assert metrics["eval/golden_mean"] == metrics["eval/harmless/rl_rm/mean"]
+    assert 0 <= metrics["reward/accuracy"] <= 1, "the Init-SFT reward model's own held-out accuracy"
     assert math.isfinite(metrics["policy/kl_to_sft/mean"]) and 0 <= metrics["policy/winrate_vs_sft/mean"] <= 1
-
-
-@pytest.mark.parametrize(
-    "override,key",
-    [
-        ("rl.per_device_train_batch_size=6", "rl.per_device_train_batch_size"),
-        ("rl.reward=dpo_demo", "rl.reward"),
-        ("+rl.trl_args.not_a_field=1", "rl.trl_args.not_a_field"),
-    ],
-)
-def test_rl_settings_are_checked_at_start(compose, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        validate(to_run_config(compose([override, "paths.output_dir=/tmp/x"])))

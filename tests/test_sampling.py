@@ -25,24 +25,13 @@ from transformers import (
 )
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from afd.config import RMTextFormat, SamplingConfig
-from afd.rewards import (
-    ClassifierReward,
-    encode_pairs,
-    pooled_index,
-    prompt_groups,
-    response_logprobs,
-    shared_prefix_lengths,
-)
-from afd.sampling import (
-    _sample_shared_prefix,
-    autocast_weight_copies,
-    encode_prompts,
-    next_token_probs,
-    sample_next_tokens,
-    sample_responses,
-    sample_token_ids,
-)
+from afd.config.run import RMTextFormat, SamplingConfig
+from afd.generation.kv_cache import autocast_weight_copies
+from afd.generation.nucleus import next_token_probs, sample_next_tokens
+from afd.generation.prompts import encode_prompts
+from afd.generation.sampling import _sample_shared_prefix, sample_responses, sample_token_ids
+from afd.generation.scoring import prompt_groups, response_logprobs, shared_prefix_lengths
+from afd.rewards.classifier import ClassifierReward, encode_pairs, pooled_index
 
 from conftest import build_tiny_tokenizer, tiny_llama_config
 

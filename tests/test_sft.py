@@ -9,23 +9,28 @@ import pytest
 import torch
 
 from afd.data import load_splits
-from afd.policies import base_policy
+from afd.models.policies import init_policy
 from afd.stages.sft import sft_dataset, train_sft
 
 from conftest import tiny_overrides
 
 
 def _train(make_context, tiny_model_dir, tmp_path, extra=()):
-    ctx = make_context([*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "sft.max_steps=3", *extra])
+    overrides = [
+        *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+        "objective=sft",
+        "objective.sft.trainer.max_steps=3",
+    ]
+    ctx = make_context([*overrides, *extra])
     train = load_splits(ctx.cfg.dataset)["train"]
-    base = base_policy(ctx)
-    before = {k: v.clone() for k, v in base.get()[0].state_dict().items()}
-    sft = train_sft(ctx, base, train)
-    return ctx, base, before, sft, train
+    init = init_policy(ctx)
+    before = {k: v.clone() for k, v in init.get()[0].state_dict().items()}
+    sft = train_sft(ctx, init, train, ctx.cfg.objective.sft)
+    return ctx, init, before, sft, train
 
 
 def test_sft_trains_every_parameter_and_keeps_pi_init(make_context, tiny_model_dir, tmp_path):
-    ctx, base, before, sft, train = _train(make_context, tiny_model_dir, tmp_path)
+    ctx, init, before, sft, train = _train(make_context, tiny_model_dir, tmp_path)
     log = json.loads((sft.path / "train_log.json").read_text())
     losses = [h["loss"] for h in log if "loss" in h]
     assert losses and all(math.isfinite(x) for x in losses)
@@ -33,7 +38,7 @@ def test_sft_trains_every_parameter_and_keeps_pi_init(make_context, tiny_model_d
     unchanged = [k for k, v in before.items() if torch.equal(v, trained[k])]
     assert unchanged == [], f"parameters SFT did not update: {unchanged}"
     # pi_init is still pi_init: later stages sample and score it.
-    assert all(torch.equal(v, base.get()[0].state_dict()[k]) for k, v in before.items())
+    assert all(torch.equal(v, init.get()[0].state_dict()[k]) for k, v in before.items())
     # The saved policy reloads to the same weights through the user-model path.
     sft.release()
     reloaded = sft.get()[0].state_dict()
@@ -56,16 +61,17 @@ def test_sft_with_lora_saves_merged_weights(make_context, tiny_model_dir, tmp_pa
         make_context,
         tiny_model_dir,
         tmp_path,
-        ["model.lora.enabled=true", "model.lora.r=4", "sft.learning_rate=1e-2"],
+        ["model.lora.enabled=true", "model.lora.r=4", "objective.sft.trainer.learning_rate=1e-2"],
     )
-    assert not (sft.path / "adapter_config.json").exists()
+    assert not (sft.path / "adapter_config.json").exists(), "the entry itself is a plain merged model"
+    assert (sft.path / "adapter" / "adapter_config.json").exists(), "the adapters are kept beside it"
     merged = sft.get()[0].state_dict()
     changed = [k for k, v in before.items() if "proj" in k and not torch.allclose(v, merged[k])]
     assert changed, "merged LoRA deltas must change the projection weights"
     assert torch.equal(before["model.embed_tokens.weight"], merged["model.embed_tokens.weight"])
 
 
-@pytest.mark.parametrize("knob", ["sft.learning_rate=1e-3", "seed=1"])
+@pytest.mark.parametrize("knob", ["objective.sft.trainer.learning_rate=1e-3", "seed=1"])
 def test_sft_cache_misses_on_a_changed_knob(make_context, tiny_model_dir, tmp_path, knob):
     _, _, _, first, _ = _train(make_context, tiny_model_dir, tmp_path)
     _, _, _, same, _ = _train(make_context, tiny_model_dir, tmp_path)

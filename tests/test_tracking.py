@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 
 from afd.config import to_run_config
-from afd.tracking import git_commit, tracking
+from afd.runtime.tracking import git_commit, tracking
 
 
 def test_wandb_run_carries_group_type_tag_config_and_finishes_on_failure(compose, tmp_path):
     import wandb
 
     cfg = to_run_config(compose(["experiment=embedded_rm_variants", f"paths.output_dir={tmp_path}"]))
-    resolved = {"seed": cfg.seed, "objective": {"name": cfg.objective.name.value}}
+    resolved = {"seed": cfg.seed, "objective": {"name": cfg.objective.name}}
     with pytest.raises(RuntimeError, match="job failed"):
         with tracking(cfg, tmp_path, resolved) as tracker:
             run = tracker.run

@@ -1,5 +1,5 @@
 """Prompts and demonstrations: every DatasetSource turned into one DatasetDict of train (SFT demonstrations),
-rm (prompts for reward-model training samples) and test (evaluation / Best-of-N prompts), in one format.
+align (the prompts every stage after SFT learns on) and test (evaluation / Best-of-N prompts), in one format.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import Callable
 
 from datasets import Dataset, DatasetDict
 
-from afd.config import DatasetConfig, DatasetSource
+from afd.config.run import DatasetConfig, DatasetSource
 from afd.data import chitchat, hh, jsonl
 from afd.data.demonstrations import DemonstrationOverride
 from afd.data.schema import FEATURES, DataError
@@ -29,9 +29,10 @@ BUILDERS: dict[DatasetSource, Callable[[DatasetConfig], list[Pool]]] = {
 
 
 def load_splits(cfg: DatasetConfig) -> DatasetDict:
-    """DatasetDict with "train", "rm" and "test", each with the columns of schema.FEATURES; no prompt and
-    no group in two splits; split sizes at most cfg.train_size / rm_size / test_size; fixed by split_seed."""
-    sizes = {"train": cfg.train_size, "rm": cfg.rm_size, "test": cfg.test_size}
+    """DatasetDict with "train", "align" and "test", each with the columns of schema.FEATURES; no prompt
+    and no group in two splits; split sizes at most cfg.train_size / align_size / test_size; fixed by
+    split_seed."""
+    sizes = {"train": cfg.train_size, "align": cfg.align_size, "test": cfg.test_size}
     for name, size in sizes.items():
         if size < 0:
             raise DataError(f"dataset.{name}_size={size}: must be at least 0")
@@ -74,6 +75,6 @@ def require_examples(splits: DatasetDict, cfg: DatasetConfig, *names: str) -> No
         if len(splits[name]) == 0:
             raise DataError(
                 f"dataset {cfg.name} ({cfg.path or cfg.source.value}): the {name} split is empty; the source "
-                f"has too few examples for test_size={cfg.test_size}, rm_size={cfg.rm_size}, "
+                f"has too few examples for test_size={cfg.test_size}, align_size={cfg.align_size}, "
                 f"train_size={cfg.train_size}"
             )

@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 from typing import Any, Iterator
 
-from afd.config import DatasetConfig
+from afd.config.run import DatasetConfig
 from afd.data.schema import DataError, make_example, prompt_problem
 from afd.data.splits import Example, Pool, seeded_order
 
@@ -47,7 +47,7 @@ def pools(cfg: DatasetConfig) -> list[Pool]:
     path = dataset_file()
     with open(path, encoding="utf-8") as f:
         chats = json.load(f)
-    return [(_examples(chats, cfg), ("test", "rm", "train"))]
+    return [(_examples(chats, cfg), ("test", "align", "train"))]
 
 
 def candidates(chat: dict[str, Any], context_turns: int) -> list[tuple[int, list[dict[str, str]], str]]:
@@ -77,7 +77,7 @@ def _examples(chats: dict[str, Any], cfg: DatasetConfig) -> Iterator[Example]:
     """Conversations in seeded order, each giving its first upbeat candidate in a seeded order of its
     candidates (a uniform pick among the upbeat ones). Lazy: the caller stops once the splits are full,
     and since blocks only batch the scoring, the sequence does not depend on _BLOCK."""
-    from afd.golden import vader_compound
+    from afd.rewards.golden import vader_compound
 
     order = seeded_order(chats, cfg.split_seed)
     stats = {"conversations": 0, "scored": 0, "passed": 0, "kept": 0}

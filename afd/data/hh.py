@@ -11,7 +11,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-from afd.config import DatasetConfig, DatasetSource
+from afd.config.run import DatasetConfig, DatasetSource
 from afd.data.schema import DataError, hh_messages, make_example, prompt_problem, read_jsonl
 from afd.data.splits import Example, Pool, first_per_group
 
@@ -97,7 +97,7 @@ def pools(cfg: DatasetConfig) -> list[Pool]:
         len(test),
         test_duplicates,
     )
-    return [(test, ("test",)), (train, ("rm", "train"))]
+    return [(test, ("test",)), (train, ("align", "train"))]
 
 
 def _rows(cfg: DatasetConfig) -> dict[str, Rows]:
@@ -160,7 +160,7 @@ def _hub_rows(hub_id: str, subset: str, given: str | None) -> dict[str, Rows]:
             f"({' and '.join(offline_vars)} set); {hint}"
         )
     if not client_offline:
-        from afd.hub import DEFAULT_ENDPOINT, probe_endpoint
+        from afd.models.hub import DEFAULT_ENDPOINT, probe_endpoint
 
         endpoint = os.environ.get("HF_ENDPOINT") or DEFAULT_ENDPOINT
         # Without this probe the datasets client retries an unreachable hub for ~46 s before failing.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from afd.config import DatasetConfig
+from afd.config.run import DatasetConfig
 from afd.data.schema import DataError, make_example, parse_prompt, read_jsonl, text_field
 from afd.data.splits import Pool, first_per_group
 
@@ -37,4 +37,4 @@ def pools(cfg: DatasetConfig) -> list[Pool]:
         logger.info(
             "%s: %d rows repeat an earlier prompt; the first row of each prompt is kept", path, duplicates
         )
-    return [(ordered, ("test", "rm", "train"))]
+    return [(ordered, ("test", "align", "train"))]

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional
 
 from datasets import Features, List, Value
 
-from afd.errors import UserError
+from afd.runtime.errors import UserError
 
 ROLES = ("system", "user", "assistant")
 

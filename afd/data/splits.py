@@ -1,4 +1,4 @@
-"""Split assignment shared by all sources: units in an order fixed by split_seed fill test, rm, then train.
+"""Split assignment shared by all sources: units in an order fixed by split_seed fill test, align, then train.
 
 Filling in one fixed order makes the result independent of where a lazy source (chitchat) stops reading,
 and a smaller size gives a prefix of the split a larger one gives.
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-SPLITS = ("train", "rm", "test")
+SPLITS = ("train", "align", "test")
 """The splits load_splits returns, in DatasetDict order."""
 
 Example = dict[str, Any]

@@ -1,27 +1,29 @@
-"""The objective registry: a plain mapping from Objective to the function that runs it.
-
-Each objective module composes stages (afd/stages/) and returns flat `/`-namespaced metrics.
+"""Objectives: each module of this package composes stages (afd/stages/) into one alignment objective
+and declares its typed config, CONFIG; `run(ctx, cfg)` returns flat `/`-namespaced metrics. A
+conf/objective/<name>.yaml selects a module by its schema (`<module>_schema`) and fills in what the
+objective is made of. `objective_modules()` finds them (called from afd.config.register_configs and
+when a run dispatches, never at import).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import importlib
+import pkgutil
+from functools import lru_cache
+from types import ModuleType
+from typing import Any
 
-from afd.config import Objective
-from afd.context import RunContext
-from afd.objectives import bt_pref, dpo, irl, log_ratio, reverse_kl, rl_rm, sanity, sft
 
-OBJECTIVES: dict[Objective, Callable[[RunContext], dict[str, float]]] = {
-    Objective.sft: sft.run,
-    Objective.irl_init_sft: irl.run,
-    Objective.irl_init_demo: irl.run,
-    Objective.irl_sft_demo: irl.run,
-    Objective.bt_pref: bt_pref.run,
-    Objective.log_ratio: log_ratio.run,
-    Objective.length: sanity.run,
-    Objective.random: sanity.run,
-    Objective.dpo_demo: dpo.run,
-    Objective.dpo_pref: dpo.run,
-    Objective.rl_rm: rl_rm.run,
-    Objective.reverse_kl: reverse_kl.run,
-}
+@lru_cache(maxsize=1)
+def objective_modules() -> dict[type, ModuleType]:
+    """{schema class: module} of every objective module in this package."""
+    modules = {}
+    for info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        modules[module.CONFIG] = module
+    return modules
+
+
+def run_objective(ctx, cfg: Any) -> dict[str, float]:
+    """Run the objective `cfg` (an objective schema instance) describes."""
+    return objective_modules()[type(cfg)].run(ctx, cfg)

@@ -1,29 +1,45 @@
-"""objective=sft: forward KL (paper section 2). SFT on the demonstrations, then golden evaluation of
+"""objective: forward KL (paper section 2): SFT on the demonstrations, then the golden evaluation of
 pi_init, pi_SFT and the demonstrations on the test prompts."""
 
 from __future__ import annotations
 
-from afd.context import RunContext
-from afd.data import load_splits, require_examples
-from afd.policies import base_policy
-from afd.stages.evaluate import build_goldens, evaluate, format_table
-from afd.stages.sample import sample_split
-from afd.stages.sft import train_sft
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from omegaconf import MISSING
+
+from afd.config.checks import Problem
+from afd.config.stages import SFTSettings
+
+if TYPE_CHECKING:
+    from afd.runtime.context import RunContext
 
 
-def run(ctx: RunContext) -> dict[str, float]:
-    splits = load_splits(ctx.cfg.dataset)
-    require_examples(splits, ctx.cfg.dataset, "train", "test")
-    n = ctx.cfg.eval.samples_per_prompt
-    base = base_policy(ctx)
-    # pi_init is sampled before training so one load serves both stages.
-    base_samples = sample_split(ctx, base, "test", splits["test"], n)
-    sft = train_sft(ctx, base, splits["train"])
-    base.release()
-    sft_samples = sample_split(ctx, sft, "test", splits["test"], n)
-    goldens = build_goldens(ctx)
+@dataclass
+class SFTObjective:
+    name: str = MISSING
+    """The objective's name: its file in conf/objective/, the W&B job type and run names."""
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    """The SFT stage."""
+
+    def run_checks(self, run) -> list[Problem]:
+        return []
+
+
+CONFIG = SFTObjective
+
+
+def run(ctx: RunContext, cfg: SFTObjective) -> dict[str, float]:
+    from afd.stages.evaluate import evaluate, format_table
+    from afd.stages.prepare import prepare
+
+    prep = prepare(ctx, cfg.sft, ctx.cfg.eval.samples_per_prompt)
     metrics, _ = evaluate(
-        ctx, goldens, splits["test"], {"base": base_samples, "sft": sft_samples}, final_policy="sft"
+        ctx,
+        prep.goldens,
+        prep.splits["test"],
+        {"init": prep.init_test, "sft": prep.sft_test},
+        final_policy="sft",
     )
-    print(format_table(metrics, list(goldens), ["base", "sft", "demo"]))
+    print(format_table(metrics, list(prep.goldens), ["init", "sft", "demo"]))
     return metrics

@@ -9,15 +9,16 @@ from typing import Sequence
 import datasets
 from trl import DPOConfig, DPOTrainer
 
-from afd.context import RunContext
-from afd.policies import PolicyHandle
-from afd.rm_data import RMPair, warn_pairs_over_length
-from afd.stability import DivergenceGuard
+from afd.config.stages import DPOSettings, StabilitySettings
+from afd.data.pairs import Pair, warn_pairs_over_length
+from afd.models.policies import PolicyHandle
+from afd.runtime.context import RunContext
 from afd.stages.policy_training import log_training, train_policy_stage
-from afd.trainer_args import common_trainer_args
+from afd.stages.stability import DivergenceGuard
+from afd.stages.trainer_args import common_trainer_args
 
 
-def dpo_dataset(pairs: Sequence[RMPair]) -> datasets.Dataset:
+def dpo_dataset(pairs: Sequence[Pair]) -> datasets.Dataset:
     """Conversational preference rows; the positive response is `chosen`."""
     return datasets.Dataset.from_dict(
         {
@@ -28,25 +29,21 @@ def dpo_dataset(pairs: Sequence[RMPair]) -> datasets.Dataset:
     )
 
 
-def train_dpo(ctx: RunContext, policy: PolicyHandle, pairs: Sequence[RMPair], name: str) -> PolicyHandle:
+def train_dpo(
+    ctx: RunContext,
+    policy: PolicyHandle,
+    pairs: Sequence[Pair],
+    settings: DPOSettings,
+    stability: StabilitySettings,
+    name: str,
+) -> PolicyHandle:
     """DPO from `policy` (also the frozen reference) on `pairs`; returns the new policy `name`."""
     cfg = ctx.cfg
-    d = cfg.dpo
-    hparams = {
-        "beta": d.beta,
-        "learning_rate": d.learning_rate,
-        "num_train_epochs": d.num_train_epochs,
-        "max_steps": d.max_steps,
-        "per_device_train_batch_size": d.per_device_train_batch_size,
-        "logging_steps": d.logging_steps,
-        **d.trl_args,
-    }
+    hparams = {"beta": settings.beta, **settings.trainer.as_trainer_args()}
     spec = {
         "policy": policy.spec,
         "pairs": [[p.prompt_id, p.positive, p.negative] for p in pairs],
         "hparams": hparams,
-        "lora": cfg.model.lora,
-        "max_length": cfg.model.max_length,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
         "device": ctx.device.type,
@@ -61,9 +58,7 @@ def train_dpo(ctx: RunContext, policy: PolicyHandle, pairs: Sequence[RMPair], na
             **hparams,
             max_length=cfg.model.max_length,
         )
-        guard = DivergenceGuard(
-            cfg.stability, f"DPO ({name})", f"{policy.name} ({policy.path or 'the base model'})"
-        )
+        guard = DivergenceGuard(stability, f"DPO ({name})", f"{policy.name} ({policy.path or 'pi_init'})")
         return DPOTrainer(
             model=model,
             args=args,

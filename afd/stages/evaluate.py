@@ -9,21 +9,15 @@ from typing import Mapping, Sequence
 import datasets
 import numpy as np
 
-from afd.context import RunContext
-from afd.plots import plot_golden
-from afd.rewards import Reward
-from afd.stats import MeanCI, mean_ci
-from afd.tracking import write_csv
+from afd.analysis.plots import plot_golden
+from afd.analysis.stats import MeanCI, mean_ci
+from afd.rewards.reward import Reward, score_pool
+from afd.runtime.context import RunContext
+from afd.runtime.tracking import write_csv
 
 log = logging.getLogger(__name__)
 
 DEMO = "demo"
-
-
-def build_goldens(ctx: RunContext) -> dict[str, Reward]:
-    from afd.golden import build_golden
-
-    return {name: build_golden(name, g, ctx.device) for name, g in ctx.cfg.golden.items()}
 
 
 def score_policies(
@@ -32,8 +26,6 @@ def score_policies(
     responses: Mapping[str, Sequence[Sequence[str]]],
 ) -> dict[str, dict[str, np.ndarray]]:
     """scores[golden][policy]: (prompts x samples) golden rewards; the demonstrations are policy "demo"."""
-    from afd.stages.bon import score_pool
-
     prompts = list(split["prompt"])
     by_policy = {**responses, DEMO: [[d] for d in split["demonstration"]]}
     return {

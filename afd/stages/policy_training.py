@@ -16,10 +16,16 @@ import json
 from pathlib import Path
 from typing import Any, Callable
 
-from afd.context import RunContext
-from afd.distributed import is_main_process
-from afd.models import apply_lora
-from afd.policies import PolicyHandle, saved_policy
+from afd.models.lora import apply_lora
+from afd.models.policies import PolicyHandle, saved_policy
+from afd.runtime.cache import plain
+from afd.runtime.context import RunContext
+from afd.runtime.distributed import is_main_process
+
+ADAPTER = "adapter"
+"""A LoRA-trained policy's entry keeps its adapters here (the merged weights are the entry itself)."""
+ADAPTER_BASE = "adapter_base.json"
+"""The spec of the policy the adapters were trained on top of."""
 
 TrainerFactory = Callable[[Any, Any, Path], Any]
 """(model to train, tokenizer, output dir) -> a TRL trainer."""
@@ -39,25 +45,44 @@ def train_policy_stage(
     RLOO) regularises towards; trainers without a KL term ignore it."""
     lora = ctx.cfg.model.lora
     reference = reference or start
-    if lora.enabled and reference is not start:
-        # With LoRA, TRL's reference is the model under the adapters, i.e. `start`.
+    # With LoRA, TRL regularises towards the model under the adapters. To regularise towards a reference
+    # other than `start` (the adversarial rounds after the first), the adapters sit on the reference and
+    # continue from `start`'s own adapters, which were trained on top of that same reference.
+    continues_adapter = lora.enabled and reference is not start
+    if (
+        continues_adapter
+        and json.loads((Path(start.weights_dir()) / ADAPTER_BASE).read_text()) != reference.spec
+    ):
         raise ValueError(
-            f"{name}: a KL reference ({reference.name}) other than the starting policy ({start.name}) "
-            "needs full fine-tuning (model.lora.enabled=false)"
+            f"{name}: with LoRA, a KL reference ({reference.name}) other than the starting policy "
+            f"({start.name}) needs {start.name}'s adapters to have been trained on that reference"
         )
 
     def build(out: Path) -> None:
-        model, tokenizer = start.get()
-        # The starting policy stays intact: later stages sample it, score it, or use it as reference.
-        policy = copy.deepcopy(model)
+        under, tokenizer = (reference if continues_adapter else start).get()
+        # The loaded policies stay intact: later stages sample them, score them, or use them as reference.
+        policy = copy.deepcopy(under)
         # TRL 1.16 builds the frozen KL reference by loading `config._name_or_path` when it is given none
         # (DPOTrainer without ref_model and PEFT; GRPOTrainer and RLOOTrainer whenever beta > 0). That
         # path is wherever the weights were last loaded from: the base model for a pi_SFT trained in this
         # process, the cache entry for one loaded from it. Point it at the reference's weights on purpose.
-        # With LoRA the reference is the model under the adapters, which is `start` (checked above).
         policy.config._name_or_path = reference.weights_dir()
-        trainer = make_trainer(apply_lora(policy, lora), tokenizer, out)
+        if continues_adapter:
+            from peft import PeftModel
+
+            policy = PeftModel.from_pretrained(
+                policy, str(Path(start.weights_dir()) / ADAPTER), is_trainable=True
+            )
+        else:
+            policy = apply_lora(policy, lora)
+        trainer = make_trainer(policy, tokenizer, out)
         trainer.train()
+        if is_main_process() and lora.enabled:
+            # The adapters alone, and the policy they sit on, for a later stage that continues them.
+            trainer.model.save_pretrained(out / ADAPTER)
+            (out / ADAPTER_BASE).write_text(
+                json.dumps(plain(reference.spec if continues_adapter else start.spec))
+            )
         # Merged weights load like any model: sampling and later stages need no peft.
         trained = trainer.model.merge_and_unload() if lora.enabled else trainer.model
         if is_main_process():  # the copy the cache publishes
@@ -65,7 +90,8 @@ def train_policy_stage(
             tokenizer.save_pretrained(out)
             (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
 
-    entry = ctx.cache.get_or_build(stage, {**spec, "reference": reference.spec}, build)
+    full_spec = {**spec, "reference": reference.spec, "lora": lora, "max_length": ctx.cfg.model.max_length}
+    entry = ctx.cache.get_or_build(stage, full_spec, build)
     gc.collect()  # the trainer, its optimizer state and its patched model
     return saved_policy(ctx, name, entry, {stage: entry.name})
 

@@ -9,13 +9,13 @@ from typing import Any, Sequence
 
 import datasets
 
-from afd.config import RLAlgorithm
-from afd.context import RunContext
-from afd.policies import PolicyHandle
-from afd.rewards import Reward
-from afd.stability import DivergenceGuard
+from afd.config.stages import RLAlgorithm, RLSettings, StabilitySettings
+from afd.models.policies import PolicyHandle
+from afd.rewards.reward import Reward
+from afd.runtime.context import RunContext
 from afd.stages.policy_training import log_training, train_policy_stage
-from afd.trainer_args import common_trainer_args
+from afd.stages.stability import DivergenceGuard
+from afd.stages.trainer_args import common_trainer_args
 
 
 def reward_function(reward: Reward):
@@ -45,46 +45,41 @@ def train_rl(
     reward_spec: dict[str, Any],
     prompts: Sequence[list],
     prompt_ids: Sequence[str],
+    settings: RLSettings,
+    stability: StabilitySettings,
     name: str,
     reference: PolicyHandle | None = None,
 ) -> PolicyHandle:
-    """Optimise `reward` from `policy` on `prompts` with a KL penalty to `reference` (default: `policy`);
-    returns the new policy."""
+    """Optimise `reward` (identified by `reward_spec` in the cache key) from `policy` on `prompts` with a
+    KL penalty to `reference` (default: `policy`); returns the new policy."""
     cfg = ctx.cfg
-    rl = cfg.rl
     hparams = {
-        "beta": rl.beta,
-        "num_generations": rl.num_generations,
-        "max_steps": rl.max_steps,
-        "per_device_train_batch_size": rl.per_device_train_batch_size,
-        "learning_rate": rl.learning_rate,
-        "logging_steps": rl.logging_steps,
+        "beta": settings.beta,
+        "num_generations": settings.num_generations,
+        **settings.trainer.as_trainer_args(),
+        # The policy samples its completions as every sampling stage does.
         "max_completion_length": cfg.sampling.max_new_tokens,
         "temperature": cfg.sampling.temperature,
         "top_p": cfg.sampling.top_p,
-        **rl.trl_args,
     }
     spec = {
         "policy": policy.spec,
         "reward": reward_spec,
-        "algorithm": rl.algorithm,
+        "algorithm": settings.algorithm,
         "prompt_ids": list(prompt_ids),
         "hparams": hparams,
-        "lora": cfg.model.lora,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
         "device": ctx.device.type,
     }
 
     def make_trainer(model, tokenizer, out: Path):
-        config_cls, trainer_cls = _trainer(rl.algorithm)
+        config_cls, trainer_cls = _trainer(settings.algorithm)
         args = config_cls(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
             **hparams,
         )
-        guard = DivergenceGuard(
-            cfg.stability, f"RL ({name})", f"{policy.name} ({policy.path or 'the base model'})"
-        )
+        guard = DivergenceGuard(stability, f"RL ({name})", f"{policy.name} ({policy.path or 'pi_init'})")
         return trainer_cls(
             model=model,
             reward_funcs=reward_function(reward),

@@ -8,9 +8,9 @@ from pathlib import Path
 import datasets
 from transformers import set_seed
 
-from afd.context import RunContext
-from afd.policies import PolicyHandle
-from afd.sampling import sample_responses
+from afd.generation.sampling import sample_responses
+from afd.models.policies import PolicyHandle
+from afd.runtime.context import RunContext
 
 SAMPLES_FILE = "samples.jsonl"
 

@@ -12,11 +12,12 @@ import datasets
 from trl import SFTConfig as TRLSFTConfig
 from trl import SFTTrainer
 
-from afd.context import RunContext
-from afd.policies import PolicyHandle
-from afd.sampling import warn_over_length
+from afd.config.stages import SFTSettings
+from afd.generation.prompts import warn_over_length
+from afd.models.policies import PolicyHandle
+from afd.runtime.context import RunContext
 from afd.stages.policy_training import train_log, train_policy_stage
-from afd.trainer_args import common_trainer_args
+from afd.stages.trainer_args import common_trainer_args
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +32,17 @@ def sft_dataset(train: datasets.Dataset) -> datasets.Dataset:
     )
 
 
-def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> PolicyHandle:
+def train_sft(
+    ctx: RunContext, init: PolicyHandle, train: datasets.Dataset, settings: SFTSettings
+) -> PolicyHandle:
     """pi_SFT: fine-tune a copy of pi_init on the train split; cached by model, data, settings and seed."""
     cfg = ctx.cfg
     spec = {
-        "base": base.spec,
-        "dataset": cfg.dataset,
-        # The demonstrations themselves: a file edited in place must not hit the old entry.
+        "init": init.spec,
+        # The demonstrations themselves (prompt ids are hashes of the prompts): a file edited in place
+        # is a miss, and other splits' sizes do not matter.
         "examples": list(zip(train["prompt_id"], train["demonstration"])),
-        "sft": cfg.sft,
+        "trainer": settings.trainer,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
         "device": ctx.device.type,
@@ -56,21 +59,15 @@ def train_sft(ctx: RunContext, base: PolicyHandle, train: datasets.Dataset) -> P
         )
         args = TRLSFTConfig(
             **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
-            learning_rate=cfg.sft.learning_rate,
-            num_train_epochs=cfg.sft.num_train_epochs,
-            max_steps=cfg.sft.max_steps,
-            per_device_train_batch_size=cfg.sft.per_device_train_batch_size,
-            gradient_accumulation_steps=cfg.sft.gradient_accumulation_steps,
-            logging_steps=cfg.sft.logging_steps,
+            **settings.trainer.as_trainer_args(),
             max_length=cfg.model.max_length,
             completion_only_loss=True,
-            **cfg.sft.trl_args,
         )
         return SFTTrainer(
             model=model, args=args, train_dataset=sft_dataset(train), processing_class=tokenizer
         )
 
-    sft = train_policy_stage(ctx, "sft", spec, base, "sft", make_trainer)
+    sft = train_policy_stage(ctx, "sft", spec, init, "sft", make_trainer)
     losses = [h["loss"] for h in train_log(sft)]
     if losses:
         ctx.tracker.summary({"sft/final_loss": losses[-1]})

@@ -1,0 +1,255 @@
+"""Sampling responses from a policy with the chat template: Best-of-N pools, evaluation samples and
+reward-model training samples.
+
+By default each prompt is encoded once and its n samples are decoded from the shared prefix (the prompt's
+KV cache expanded n times), finished samples leave the batch at their EOS; `sampling.shared_prefix=false`
+falls back to plain batched `generate`. Both draw each token from softmax(logits / T) after nucleus (top-p)
+filtering, top-k off, exactly as `generate(do_sample=True, top_k=0)` does.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Sequence
+
+import torch
+from tqdm.auto import tqdm
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from transformers.cache_utils import Cache
+
+from afd.config.run import SamplingConfig
+from afd.generation.kv_cache import autocast_weight_copies, expand_cache, left_padded, prefill
+from afd.generation.nucleus import sample_next_tokens
+from afd.generation.prompts import clean_response, encode_prompts
+
+log = logging.getLogger(__name__)
+
+# pick(logits [rows, vocab] float32, sample ids [rows]) -> next token ids [rows]
+Picker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@torch.inference_mode()
+def sample_responses(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[Sequence[dict]],
+    n: int,
+    cfg: SamplingConfig,
+    seed: int,
+    desc: str = "sampling",
+    bf16: bool = False,
+) -> list[list[str]]:
+    """`n` responses for each prompt (list of chat messages), in prompt order; `bf16` decodes under
+    bf16 autocast (the same temperature / top_p semantics, on bf16 matmuls)."""
+    encoded = encode_prompts(tokenizer, prompts, cfg.max_prompt_tokens)
+    ids = sample_token_ids(
+        model, encoded, n, cfg, seed, tokenizer.eos_token_id, tokenizer.pad_token_id, bf16=bf16, desc=desc
+    )
+    return [
+        [clean_response(t) for t in tokenizer.batch_decode(rows, skip_special_tokens=True)] for rows in ids
+    ]
+
+
+@torch.inference_mode()
+def sample_token_ids(
+    model: PreTrainedModel,
+    prompt_ids: Sequence[Sequence[int]],
+    n: int,
+    cfg: SamplingConfig,
+    seed: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    bf16: bool = False,
+    desc: str = "sampling",
+) -> list[list[list[int]]]:
+    """Response token ids: `result[i]` holds the n responses to prompt i, each ending at its first EOS
+    (included) or after `cfg.max_new_tokens` tokens. The same seed and config give the same samples."""
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    was_training = model.training
+    model.eval()
+    try:
+        if cfg.shared_prefix:
+            generator = torch.Generator(device=model.device).manual_seed(seed)
+
+            def pick(logits: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
+                return sample_next_tokens(logits, cfg.temperature, cfg.top_p, generator)
+
+            return _sample_shared_prefix(
+                model, prompt_ids, n, cfg, eos_token_id, pad_token_id, bf16, desc, pick
+            )
+        return _sample_generate(model, prompt_ids, n, cfg, seed, eos_token_id, pad_token_id, bf16, desc)
+    finally:
+        model.train(was_training)
+
+
+def _eos_hit(tokens: torch.Tensor, eos_token_id: int | None) -> torch.Tensor:
+    if eos_token_id is None:
+        return torch.zeros_like(tokens, dtype=torch.bool)
+    return tokens == eos_token_id
+
+
+def _plan_groups(lengths: Sequence[int], n: int, batch_size: int) -> list[list[int]]:
+    """Prompts prefilled together, similar lengths side by side (less left padding), with at most
+    `batch_size` decoded rows per group; a prompt with n > batch_size forms its own group."""
+    per_group = max(1, batch_size // n)
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    return [order[s : s + per_group] for s in range(0, len(order), per_group)]
+
+
+def _sample_shared_prefix(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    n: int,
+    cfg: SamplingConfig,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    bf16: bool,
+    desc: str,
+    pick: Picker,
+) -> list[list[list[int]]]:
+    if cfg.batch_size < 1:
+        raise ValueError(f"sampling.batch_size={cfg.batch_size}: expected >= 1")
+    out: list[list[list[int]]] = [[[] for _ in range(n)] for _ in prompt_ids]
+    device = model.device
+    bar = tqdm(total=len(prompt_ids) * n, desc=desc, unit="seq")
+    with autocast_weight_copies(model, bf16), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+        for group in _plan_groups([len(p) for p in prompt_ids], n, cfg.batch_size):
+            prefix, mask, logits = prefill(model, [prompt_ids[i] for i in group], pad_token_id)
+            # Rows: (prompt within the group, sample index); more than batch_size rows only for one prompt.
+            rows = [(g, k) for g in range(len(group)) for k in range(n)]
+            for start in range(0, len(rows), cfg.batch_size):
+                chunk = rows[start : start + cfg.batch_size]
+                src = torch.tensor([g for g, _ in chunk], device=device)
+                sample_ids = torch.tensor([group[g] * n + k for g, k in chunk], device=device)
+                tokens = _decode(
+                    model,
+                    expand_cache(prefix, src, cfg.max_new_tokens),
+                    mask[src],
+                    logits[src],
+                    sample_ids,
+                    cfg.max_new_tokens,
+                    eos_token_id,
+                    pad_token_id,
+                    pick,
+                )
+                for (g, k), toks in zip(chunk, tokens):
+                    out[group[g]][k] = toks
+                bar.update(len(chunk))
+    bar.close()
+    return out
+
+
+def _decode(
+    model,
+    cache: Cache,
+    mask: torch.Tensor,
+    logits: torch.Tensor,
+    sample_ids: torch.Tensor,
+    max_new_tokens: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    pick: Picker,
+) -> list[list[int]]:
+    """Sample up to max_new_tokens per row from an expanded prefix cache (row r continues with `logits[r]`).
+
+    A row that reached its EOS is no longer sampled; finished rows leave the batch and the cache once they
+    are an eighth of it, so the remaining steps cost only the unfinished rows without paying a cache copy
+    on every step.
+    """
+    device = mask.device
+    n_rows = logits.shape[0]
+    generated = torch.empty((n_rows, max_new_tokens), dtype=torch.long, device=device)
+    lengths = torch.zeros(n_rows, dtype=torch.long, device=device)
+    row_of = torch.arange(n_rows, device=device)  # batch row -> output row
+    done = torch.zeros(n_rows, dtype=torch.bool, device=device)
+    positions = mask.sum(-1)
+    for step in range(max_new_tokens):
+        live = (~done).nonzero()[:, 0]
+        tokens = pick(logits[live], sample_ids[row_of[live]])
+        generated[row_of[live], step] = tokens
+        lengths[row_of[live]] += 1
+        if step == max_new_tokens - 1:
+            break
+        done[live] = _eos_hit(tokens, eos_token_id)
+        n_done = int(done.sum())
+        if n_done == done.numel():
+            break
+        inputs = torch.full_like(done, pad_token_id, dtype=torch.long)
+        inputs[live] = tokens
+        if n_done * 8 >= done.numel():
+            keep = (~done).nonzero()[:, 0]
+            cache.batch_select_indices(keep)
+            row_of, done, mask, positions, inputs = (
+                row_of[keep],
+                done[keep],
+                mask[keep],
+                positions[keep],
+                inputs[keep],
+            )
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        out = model(
+            input_ids=inputs[:, None],
+            attention_mask=mask,
+            position_ids=positions[:, None],
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        positions = positions + 1
+        logits = out.logits[:, -1].float()
+    generated, lengths = generated.cpu(), lengths.tolist()
+    return [generated[r, : lengths[r]].tolist() for r in range(n_rows)]
+
+
+def _sample_generate(
+    model,
+    prompt_ids: Sequence[Sequence[int]],
+    n: int,
+    cfg: SamplingConfig,
+    seed: int,
+    eos_token_id: int | None,
+    pad_token_id: int,
+    bf16: bool,
+    desc: str,
+) -> list[list[list[int]]]:
+    """The plain path: every (prompt, sample) pair is its own left-padded row of `generate`, so a prompt
+    is encoded n times."""
+    jobs = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
+    # Similar lengths in one batch waste less compute on padding.
+    order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))
+    out: list[list[list[int]]] = [[] for _ in prompt_ids]
+    device = model.device
+    batch_seeds = torch.Generator().manual_seed(seed)
+    bar = tqdm(total=len(jobs), desc=desc, unit="seq")
+    for start in range(0, len(order), cfg.batch_size):
+        batch = [jobs[j] for j in order[start : start + cfg.batch_size]]
+        input_ids, attention = left_padded([ids for _, ids in batch], pad_token_id)
+        width = input_ids.shape[1]
+        # One seed per batch drawn from the stage seed: the same call reproduces the same samples
+        # (the output still depends on sampling.batch_size, which is part of the cache key).
+        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=batch_seeds)))
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            generated = model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                do_sample=True,
+                temperature=cfg.temperature,
+                top_p=cfg.top_p,
+                top_k=0,
+                max_new_tokens=cfg.max_new_tokens,
+                pad_token_id=pad_token_id,
+                eos_token_id=eos_token_id,
+            )
+        for (i, _), row in zip(batch, generated[:, width:].tolist()):
+            out[i].append(cut_at_eos(row, eos_token_id))
+        bar.update(len(batch))
+    bar.close()
+    return out
+
+
+def cut_at_eos(row: list[int], eos_token_id: int | None) -> list[int]:
+    """generate pads a finished row after its EOS; keep the tokens up to and including the EOS."""
+    if eos_token_id is not None and eos_token_id in row:
+        return row[: row.index(eos_token_id) + 1]
+    return row

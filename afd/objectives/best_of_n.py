@@ -1,0 +1,100 @@
+"""objective: a reward, then Best-of-N on a pool of pi_SFT samples (paper section 3): the IRL reward
+models (irl_init_sft, irl_init_demo, irl_sft_demo), the Bradley-Terry preference baseline (bt_pref), the
+closed-form log-ratio reward, the sanity rewards (length, random) and the golden oracle. What the reward
+is, is data: the objective's `reward` node, one of the reward kinds of afd/rewards/."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from omegaconf import MISSING
+
+from afd.config.checks import Problem
+from afd.config.stages import BestOfNSettings, SFTSettings
+from afd.rewards import build_reward
+from afd.rewards.reward import score_pool
+
+if TYPE_CHECKING:
+    from afd.runtime.context import RunContext
+
+
+@dataclass
+class BestOfNObjective:
+    name: str = MISSING
+    """The objective's name: its file in conf/objective/, the W&B job type and run names."""
+    sft: SFTSettings = field(default_factory=SFTSettings)
+    """The SFT stage: pi_SFT draws the pool."""
+    reward: Any = MISSING
+    """The reward that picks the best of N (conf/objective/reward/: a learned reward model with its
+    pairs, loss and weights; the log-ratio; length; random; the golden oracle)."""
+    best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
+    """The pool and the values of N."""
+
+    def run_checks(self, run) -> list[Problem]:
+        return [
+            ("dataset.align_size", run.dataset.align_size >= 1, ">= 1: the reward learns on the align split")
+        ]
+
+
+CONFIG = BestOfNObjective
+
+
+def run(ctx: RunContext, cfg: BestOfNObjective) -> dict[str, float]:
+    """Golden evaluation of pi_init / pi_SFT / demonstrations, Best-of-N by the reward on the pool,
+    and the extrapolation diagnostic. `eval/golden_mean` is BoN at the largest N."""
+    from afd.stages.best_of_n import best_of_n, extrapolation_diagnostic
+    from afd.stages.evaluate import evaluate, format_table
+    from afd.stages.prepare import prepare
+
+    prep = prepare(ctx, cfg.sft, cfg.best_of_n.pool_size, "align")
+    built = build_reward(ctx, prep, cfg.reward)
+    reward = built.reward
+    test = prep.splits["test"]
+    prompts, demos = list(test["prompt"]), list(test["demonstration"])
+    metrics, golden = evaluate(
+        ctx, prep.goldens, test, {"init": prep.init_test, "sft": prep.sft_test}, final_policy="sft"
+    )
+    primary = next(iter(prep.goldens))
+    proxy = score_pool(reward, prompts, prep.sft_test)
+    levels = {p: metrics[f"eval/{primary}/{p}/mean"] for p in ["init", "sft", "demo"]}
+    bon_metrics, rows = best_of_n(
+        ctx, proxy, golden[primary]["sft"], golden[primary]["demo"][:, 0], levels, reward.name, cfg.best_of_n
+    )
+    picks = proxy[np.arange(len(proxy)), proxy.argmax(axis=1)]
+    diagnostic = extrapolation_diagnostic(
+        ctx,
+        {
+            "init": score_pool(reward, prompts, prep.init_test),
+            "sft": proxy,
+            "demo": reward.score(prompts, demos),
+            "bon": picks,
+        },
+        reward.name,
+    )
+    top = rows[-1]
+    metrics.update({**bon_metrics, **diagnostic, **built.metrics})
+    metrics.update(
+        {
+            "eval/golden_mean": top["golden_mean"],
+            "eval/golden_ci_low": top["golden_ci_low"],
+            "eval/golden_ci_high": top["golden_ci_high"],
+            "bon/max_n": top["n"],
+        }
+    )
+    print(format_table(metrics, list(prep.goldens), ["init", "sft", "demo"]))
+    print(format_bon(rows, ctx.cfg.eval.ci_level))
+    return metrics
+
+
+def format_bon(rows, level: float) -> str:
+    ci = f"[{level:.0%} CI]"
+    lines = [f"Best-of-N    N   golden {ci:<19}win vs sft  win vs demo  KL bound"]
+    for r in rows:
+        lines.append(
+            f"{'':9}{r['n']:>5}   {r['golden_mean']:.3f} "
+            f"[{r['golden_ci_low']:.3f}, {r['golden_ci_high']:.3f}]"
+            f"   {r['winrate_vs_sft_mean']:>9.3f}  {r['winrate_vs_demo_mean']:>11.3f}  {r['kl_bound']:>8.3f}"
+        )
+    return "\n".join(lines)
