@@ -22,8 +22,9 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	$(OFFLINE) $(VENV)/bin/afd $(ARGS)
 
+# Two workers (one per core); the tests that share a stage cache run in one of them (loadgroup).
 test: $(STAMP)
-	$(OFFLINE) $(VENV)/bin/pytest -q
+	$(OFFLINE) $(VENV)/bin/pytest -q -n 2 --dist loadgroup
 
 # The slow tier: the real SmolLM2 model and whole pipelines on it.
 test-slow: $(STAMP)

@@ -18,6 +18,12 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs two workers on two cores: one intra-op thread each, or they fight over the cores.
+    import torch  # noqa: E402
+
+    torch.set_num_threads(1)
+
 REPO = Path(__file__).resolve().parents[1]
 CONF_DIR = REPO / "conf"
 

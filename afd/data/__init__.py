@@ -4,7 +4,11 @@ align (the prompts every stage after SFT learns on) and test (evaluation / Best-
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
+import os
+from pathlib import Path
 from typing import Callable
 
 from datasets import Dataset, DatasetDict
@@ -15,7 +19,7 @@ from afd.data.demonstrations import DemonstrationOverride
 from afd.data.schema import FEATURES, DataError
 from afd.data.splits import SPLITS, Pool, fill_splits
 
-__all__ = ["DataError", "load_splits", "require_examples"]
+__all__ = ["DataError", "cached_splits", "load_splits", "require_examples"]
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +30,33 @@ BUILDERS: dict[DatasetSource, Callable[[DatasetConfig], list[Pool]]] = {
     DatasetSource.jsonl: jsonl.pools,
 }
 """The builder of each source: the examples in seeded order and the splits they fill."""
+
+
+def cached_splits(cfg: DatasetConfig) -> DatasetDict:
+    """load_splits, remembered within a process by the config and the size and mtime of the files it
+    reads: the jobs of a sweep in one process parse the 40 MB chitchat file once, not once a job."""
+    key = (json.dumps(dataclasses.asdict(cfg), sort_keys=True, default=str), _source_stamp(cfg))
+    if key not in _LOADED:
+        if len(_LOADED) >= 4:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load_splits(cfg)
+    return _LOADED[key]
+
+
+_LOADED: dict[tuple, DatasetDict] = {}
+
+
+def _source_stamp(cfg: DatasetConfig) -> tuple:
+    paths = [cfg.demonstrations_path, cfg.path]
+    if DatasetSource(cfg.source) is DatasetSource.chitchat_upbeat:
+        paths.append(str(chitchat.dataset_file()))
+    stamp = []
+    for path in paths:
+        if path and os.path.exists(os.path.expanduser(path)):
+            root = Path(path).expanduser()
+            files = sorted(root.rglob("*")) if root.is_dir() else [root]
+            stamp += [(str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
+    return tuple(stamp)
 
 
 def load_splits(cfg: DatasetConfig) -> DatasetDict:

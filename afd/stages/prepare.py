@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import datasets
 
 from afd.config.stages import SFTSettings
-from afd.data import load_splits, require_examples
+from afd.data import cached_splits, require_examples
 from afd.models.policies import PolicyHandle, init_policy
 from afd.rewards.golden import build_goldens
 from afd.rewards.reward import Reward
@@ -40,7 +40,7 @@ def prepare(ctx: RunContext, sft: SFTSettings, sft_samples: int, *needed_splits:
     """Splits (the ones in `needed_splits` must not be empty), pi_init sampled on the test prompts
     before SFT (so one load serves both), pi_SFT, and `sft_samples` pi_SFT samples per test prompt."""
     cfg = ctx.cfg
-    splits = load_splits(cfg.dataset)
+    splits = cached_splits(cfg.dataset)
     require_examples(splits, cfg.dataset, "train", "test", *needed_splits)
     test = splits["test"]
     init = init_policy(ctx)
