@@ -230,7 +230,7 @@ def test_decoding_logits_equal_an_unpadded_forward(tok, kind):
     records: dict[int, list[tuple[torch.Tensor, int]]] = {}
     g = torch.Generator().manual_seed(0)
 
-    def pick(logits, sample_ids):
+    def pick(logits, sample_ids, step):
         tokens = torch.multinomial(torch.softmax(logits, -1), 1, generator=g)[:, 0]
         tokens[tokens == eos] = eos + 1
         for row, sid in enumerate(sample_ids.tolist()):
@@ -256,7 +256,7 @@ def test_decoding_logits_equal_an_unpadded_forward(tok, kind):
 def test_all_rows_stop_at_eos(tok):
     model = peaked_llama(tok)
 
-    def pick(logits, sample_ids):
+    def pick(logits, sample_ids, step):
         return torch.full_like(sample_ids, tok.eos_token_id)
 
     with torch.inference_mode():
@@ -287,7 +287,7 @@ def test_bf16_decoding_stays_close_to_an_unpadded_forward(tok):
     prompts = [[5, 9, 11], list(range(20, 37))]
     records = {}
 
-    def pick(logits, sample_ids):
+    def pick(logits, sample_ids, step):
         tokens = logits.argmax(-1)
         for row, sid in enumerate(sample_ids.tolist()):
             records.setdefault(sid, []).append(logits[row].clone())
@@ -347,6 +347,36 @@ def test_reproducible_given_the_seed(tok, shared_prefix):
     assert a != c
     assert [len(r) for r in a] == [3, 3, 3]
     assert model.training is False
+
+
+def test_a_prompts_samples_do_not_depend_on_what_is_sampled_with_it(tok):
+    """Per-prompt random streams: sampling prompts together or one at a time, in other batch sizes, or
+    fewer samples, gives each prompt the same samples (what makes sharding across ranks exact)."""
+    model = peaked_llama(tok)
+    prompts = encode_prompts(tok, MESSAGES, 256)
+    eos = tok.eos_token_id
+    together = sample_token_ids(model, prompts, 4, SamplingConfig(max_new_tokens=6, batch_size=3), 0, eos, 0)
+    alone = [sample_token_ids(model, [p], 4, SamplingConfig(max_new_tokens=6), 0, eos, 0)[0] for p in prompts]
+    reversed_order = sample_token_ids(model, prompts[::-1], 4, SamplingConfig(max_new_tokens=6), 0, eos, 0)
+    assert together == alone == reversed_order[::-1]
+    fewer = sample_token_ids(model, prompts, 2, SamplingConfig(max_new_tokens=6), 0, eos, 0)
+    assert [rows[:2] for rows in together] == fewer
+    assert len({tuple(r) for rows in together for r in rows}) > len(prompts), "samples of a prompt differ"
+
+
+def test_stream_uniforms_are_uniform_and_independent_across_keys_and_steps():
+    from scipy import stats
+
+    from afd.generation.streams import stream_keys, uniforms
+
+    keys = stream_keys([[1, 2, 3], [1, 2, 4]], 500, seed=0)
+    draws = np.stack([uniforms(keys, step) for step in range(20)])  # [steps, samples]
+    assert len(set(keys.tolist())) == keys.size
+    assert stats.kstest(draws.ravel(), "uniform").pvalue > ALPHA
+    # Consecutive steps and neighbouring samples are uncorrelated.
+    assert abs(np.corrcoef(draws[:-1].ravel(), draws[1:].ravel())[0, 1]) < 0.03
+    assert abs(np.corrcoef(draws[:, :-1].ravel(), draws[:, 1:].ravel())[0, 1]) < 0.03
+    assert not np.array_equal(stream_keys([[1, 2, 3]], 1, seed=0), stream_keys([[1, 2, 3]], 1, seed=1))
 
 
 def test_n_equal_one_and_training_mode_restored(tok):

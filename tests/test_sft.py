@@ -77,3 +77,47 @@ def test_sft_cache_misses_on_a_changed_knob(make_context, tiny_model_dir, tmp_pa
     _, _, _, same, _ = _train(make_context, tiny_model_dir, tmp_path)
     _, _, _, other, _ = _train(make_context, tiny_model_dir, tmp_path, [knob])
     assert first.path == same.path != other.path
+
+
+def test_a_validation_share_is_held_out_and_scored_every_epoch(make_context, tiny_model_dir, tmp_path):
+    from afd.data.pairs import is_heldout
+    from afd.stages.sft import sft_metrics
+
+    ctx = make_context(
+        [
+            *tiny_overrides(tiny_model_dir, tmp_path / "cache"),
+            "objective=sft",
+            "objective.sft.validation_fraction=0.25",
+            "objective.sft.trainer.num_train_epochs=2",
+            "objective.sft.trainer.max_steps=-1",
+        ]
+    )
+    train = load_splits(ctx.cfg.dataset)["train"]
+    sft = train_sft(ctx, init_policy(ctx), train, ctx.cfg.objective.sft)
+    held = [pid for pid in train["prompt_id"] if is_heldout(pid, 0.25, ctx.cfg.seed)]
+    spec = json.loads((sft.path / "spec.json").read_text())
+    assert spec["validation"] == held and 0 < len(held) < len(train)
+    assert not set(held) & {pid for pid, _ in spec["examples"]}, "validation prompts are not trained on"
+    metrics = sft_metrics(sft)
+    assert math.isfinite(metrics["sft/validation_loss"]) and metrics["sft/best_validation_epoch"] in (
+        1.0,
+        2.0,
+    )
+    evals = [h for h in json.loads((sft.path / "train_log.json").read_text()) if "eval_loss" in h]
+    assert [h["epoch"] for h in evals] == [1.0, 2.0]
+
+
+def test_sft_gain_is_paired_by_prompt_and_warns_when_it_is_not_resolved(caplog):
+    import logging
+
+    import numpy as np
+
+    from afd.stages.evaluate import sft_gain
+
+    init = np.array([[0.1, 0.3], [0.5, 0.5], [0.0, 0.2]])
+    better = {"init": init, "sft": init + np.array([[0.2], [0.25], [0.3]])}
+    gain = sft_gain(better, 0.95, "upbeat")
+    assert gain["eval/sft_gain/mean"] == pytest.approx(0.25) and gain["eval/sft_gain/ci_low"] > 0
+    with caplog.at_level(logging.WARNING):
+        same = sft_gain({"init": init, "sft": init[::-1]}, 0.95, "upbeat")
+    assert same["eval/sft_gain/ci_low"] < 0 and "SFT did not measurably learn" in caplog.text

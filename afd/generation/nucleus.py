@@ -18,11 +18,17 @@ def next_token_probs(logits: torch.Tensor, temperature: float, top_p: float) -> 
 
 
 def sample_next_tokens(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None = None
+    logits: torch.Tensor,
+    temperature: float,
+    top_p: float,
+    generator: torch.Generator | None = None,
+    uniform: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One token per row from `next_token_probs`, by inverse CDF over the row's nucleus: one uniform per
-    row, and no sort or multinomial over the whole vocabulary (those cost more than a decode step)."""
-    uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device)
+    row (given, or drawn from `generator`), and no sort or multinomial over the whole vocabulary (those
+    cost more than a decode step)."""
+    if uniform is None:
+        uniform = torch.rand(logits.shape[0], generator=generator, device=logits.device)
     tokens = torch.empty(logits.shape[0], dtype=torch.long, device=logits.device)
     for rows, ids, weights in _nucleus(logits, temperature, top_p):
         cdf = weights.cumsum(-1)

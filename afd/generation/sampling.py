@@ -18,14 +18,15 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.cache_utils import Cache
 
 from afd.config.run import SamplingConfig
-from afd.generation.kv_cache import autocast_weight_copies, expand_cache, left_padded, prefill
+from afd.generation.kv_cache import autocast_weight_copies, expand_cache, prefill
 from afd.generation.nucleus import sample_next_tokens
 from afd.generation.prompts import clean_response, encode_prompts
+from afd.generation.streams import stream_keys, uniforms
 
 log = logging.getLogger(__name__)
 
-# pick(logits [rows, vocab] float32, sample ids [rows]) -> next token ids [rows]
-Picker = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# pick(logits [rows, vocab] float32, sample ids [rows], decode step) -> next token ids [rows]
+Picker = Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]
 
 
 @torch.inference_mode()
@@ -63,17 +64,21 @@ def sample_token_ids(
     desc: str = "sampling",
 ) -> list[list[list[int]]]:
     """Response token ids: `result[i]` holds the n responses to prompt i, each ending at its first EOS
-    (included) or after `cfg.max_new_tokens` tokens. The same seed and config give the same samples."""
+    (included) or after `cfg.max_new_tokens` tokens. Sample k of a prompt draws from its own random stream
+    (afd/generation/streams.py), so it depends on the prompt, the seed and k only: the same whatever else
+    is sampled with it, in any batch, on any rank."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     was_training = model.training
     model.eval()
     try:
         if cfg.shared_prefix:
-            generator = torch.Generator(device=model.device).manual_seed(seed)
+            keys = stream_keys(prompt_ids, n, seed)
 
-            def pick(logits: torch.Tensor, sample_ids: torch.Tensor) -> torch.Tensor:
-                return sample_next_tokens(logits, cfg.temperature, cfg.top_p, generator)
+            def pick(logits: torch.Tensor, sample_ids: torch.Tensor, step: int) -> torch.Tensor:
+                draws = uniforms(keys[sample_ids.cpu().numpy()], step)
+                uniform = torch.from_numpy(draws).to(device=logits.device, dtype=torch.float32)
+                return sample_next_tokens(logits, cfg.temperature, cfg.top_p, uniform=uniform)
 
             return _sample_shared_prefix(
                 model, prompt_ids, n, cfg, eos_token_id, pad_token_id, bf16, desc, pick
@@ -166,7 +171,7 @@ def _decode(
     positions = mask.sum(-1)
     for step in range(max_new_tokens):
         live = (~done).nonzero()[:, 0]
-        tokens = pick(logits[live], sample_ids[row_of[live]])
+        tokens = pick(logits[live], sample_ids[row_of[live]], step)
         generated[row_of[live], step] = tokens
         lengths[row_of[live]] += 1
         if step == max_new_tokens - 1:
@@ -213,37 +218,33 @@ def _sample_generate(
     bf16: bool,
     desc: str,
 ) -> list[list[list[int]]]:
-    """The plain path: every (prompt, sample) pair is its own left-padded row of `generate`, so a prompt
-    is encoded n times."""
-    jobs = [(i, ids) for i, ids in enumerate(prompt_ids) for _ in range(n)]
-    # Similar lengths in one batch waste less compute on padding.
-    order = sorted(range(len(jobs)), key=lambda j: len(jobs[j][1]))
+    """The plain path: `generate(num_return_sequences=...)` on one prompt at a time (so a prompt is
+    encoded once per sample), up to `cfg.batch_size` samples a call, each call seeded from the prompt's
+    stream so that a prompt's samples do not depend on the others."""
+    keys = stream_keys(prompt_ids, n, seed)
     out: list[list[list[int]]] = [[] for _ in prompt_ids]
     device = model.device
-    batch_seeds = torch.Generator().manual_seed(seed)
-    bar = tqdm(total=len(jobs), desc=desc, unit="seq")
-    for start in range(0, len(order), cfg.batch_size):
-        batch = [jobs[j] for j in order[start : start + cfg.batch_size]]
-        input_ids, attention = left_padded([ids for _, ids in batch], pad_token_id)
-        width = input_ids.shape[1]
-        # One seed per batch drawn from the stage seed: the same call reproduces the same samples
-        # (the output still depends on sampling.batch_size, which is part of the cache key).
-        torch.manual_seed(int(torch.randint(0, 2**31 - 1, (1,), generator=batch_seeds)))
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-            generated = model.generate(
-                input_ids=input_ids.to(device),
-                attention_mask=attention.to(device),
-                do_sample=True,
-                temperature=cfg.temperature,
-                top_p=cfg.top_p,
-                top_k=0,
-                max_new_tokens=cfg.max_new_tokens,
-                pad_token_id=pad_token_id,
-                eos_token_id=eos_token_id,
-            )
-        for (i, _), row in zip(batch, generated[:, width:].tolist()):
-            out[i].append(cut_at_eos(row, eos_token_id))
-        bar.update(len(batch))
+    bar = tqdm(total=len(prompt_ids) * n, desc=desc, unit="seq")
+    for i, ids in enumerate(prompt_ids):
+        for start in range(0, n, cfg.batch_size):
+            rows = min(cfg.batch_size, n - start)
+            torch.manual_seed(int(keys[i * n + start] >> 1))
+            input_ids = torch.tensor([list(ids)], dtype=torch.long, device=device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                generated = model.generate(
+                    input_ids=input_ids,
+                    attention_mask=torch.ones_like(input_ids),
+                    do_sample=True,
+                    temperature=cfg.temperature,
+                    top_p=cfg.top_p,
+                    top_k=0,
+                    max_new_tokens=cfg.max_new_tokens,
+                    num_return_sequences=rows,
+                    pad_token_id=pad_token_id,
+                    eos_token_id=eos_token_id,
+                )
+            out[i] += [cut_at_eos(row, eos_token_id) for row in generated[:, input_ids.shape[1] :].tolist()]
+            bar.update(rows)
     bar.close()
     return out
 

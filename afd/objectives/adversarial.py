@@ -161,4 +161,5 @@ def run(ctx: RunContext, cfg: AdversarialObjective) -> dict[str, float]:
         metrics.update({f"adv/round{row['round']}/{k}": v for k, v in row.items() if k != "round"})
     metrics["adv/rounds"] = adv.rounds
     print_policy(policy.name, metrics)
+    metrics.update(prep.metrics)
     return metrics

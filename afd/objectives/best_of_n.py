@@ -85,6 +85,7 @@ def run(ctx: RunContext, cfg: BestOfNObjective) -> dict[str, float]:
     )
     print(format_table(metrics, list(prep.goldens), ["init", "sft", "demo"]))
     print(format_bon(rows, ctx.cfg.eval.ci_level))
+    metrics.update(prep.metrics)
     return metrics
 
 

@@ -78,4 +78,5 @@ def run(ctx: RunContext, cfg: DPOObjective) -> dict[str, float]:
     metrics = evaluate_policy(ctx, prep, policy, cfg.evaluation)
     metrics.update({**extra, "dpo/iterations": cfg.dpo.iterations})
     print_policy(policy.name, metrics)
+    metrics.update(prep.metrics)
     return metrics

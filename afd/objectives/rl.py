@@ -62,4 +62,5 @@ def run(ctx: RunContext, cfg: RLObjective) -> dict[str, float]:
     metrics = evaluate_policy(ctx, prep, policy, cfg.evaluation)
     metrics.update(built.metrics)
     print_policy(policy.name, metrics)
+    metrics.update(prep.metrics)
     return metrics

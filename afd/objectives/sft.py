@@ -42,4 +42,5 @@ def run(ctx: RunContext, cfg: SFTObjective) -> dict[str, float]:
         final_policy="sft",
     )
     print(format_table(metrics, list(prep.goldens), ["init", "sft", "demo"]))
+    metrics.update(prep.metrics)
     return metrics

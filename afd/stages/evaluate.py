@@ -45,9 +45,10 @@ def evaluate(
     responses: Mapping[str, Sequence[Sequence[str]]],
     final_policy: str,
 ) -> tuple[dict[str, float], dict[str, dict[str, np.ndarray]]]:
-    """Metrics `eval/<golden>/<policy>/{mean,ci_low,ci_high,n}` and `eval/golden_mean` (the final
-    policy on the primary, first-listed golden reward), and the (prompts x samples) golden scores;
-    writes scores.csv (per-prompt means), samples.csv, golden_eval.png. CIs are over prompts."""
+    """Metrics `eval/<golden>/<policy>/{mean,ci_low,ci_high,n}`, `eval/golden_mean` (the final policy on
+    the primary, first-listed golden reward) and, when pi_init and pi_SFT are both evaluated,
+    `eval/sft_gain`; and the (prompts x samples) golden scores. Writes scores.csv (per-prompt means),
+    samples.csv, golden_eval.png. CIs are over prompts."""
     level = ctx.cfg.eval.ci_level
     scores = score_policies(goldens, split, responses)
     cis: dict[str, dict[str, MeanCI]] = {
@@ -66,6 +67,8 @@ def evaluate(
             "eval/golden_ci_high": final.ci_high,
         }
     )
+    if "init" in responses and "sft" in responses:
+        metrics.update(sft_gain(scores[primary], level, primary))
 
     policies = [*responses, DEMO]
     out = ctx.output_dir
@@ -93,6 +96,25 @@ def evaluate(
     return metrics, scores
 
 
+def sft_gain(scores: Mapping[str, np.ndarray], level: float, golden: str) -> dict[str, float]:
+    """`eval/sft_gain`: pi_SFT's golden mean minus pi_init's, paired by test prompt, with its CI. Every
+    reward learned from what SFT changed needs SFT to have learned from the demonstrations: a WARNING
+    says so when the interval does not exclude zero."""
+    gain = mean_ci(scores["sft"].mean(axis=1) - scores["init"].mean(axis=1), level)
+    if not gain.ci_low > 0:
+        log.warning(
+            "SFT did not measurably learn from the demonstrations: golden %s of pi_SFT minus pi_init is "
+            "%.3f [%.3f, %.3f] (%.0f%% CI over test prompts, which does not exclude 0); rewards learned from "
+            "what SFT changed have little to extrapolate",
+            golden,
+            gain.mean,
+            gain.ci_low,
+            gain.ci_high,
+            100 * level,
+        )
+    return gain.as_metrics("eval/sft_gain")
+
+
 def format_table(metrics: Mapping[str, float], goldens: Sequence[str], policies: Sequence[str]) -> str:
     """A plain-text summary for the console: policy x golden, mean [CI]."""
     lines = ["policy    " + "".join(f"{g:>30}" for g in goldens)]
@@ -104,4 +126,8 @@ def format_table(metrics: Mapping[str, float], goldens: Sequence[str], policies:
                 f"{metrics[k + '/mean']:.3f} [{metrics[k + '/ci_low']:.3f}, {metrics[k + '/ci_high']:.3f}]"
             )
         lines.append(f"{p:<10}" + "".join(f"{c:>30}" for c in cells))
+    if "eval/sft_gain/mean" in metrics:
+        k = "eval/sft_gain"
+        gain = f"{metrics[k + '/mean']:.3f} [{metrics[k + '/ci_low']:.3f}, {metrics[k + '/ci_high']:.3f}]"
+        lines.append(f"{'sft - init':<10}{gain:>30}   (paired by prompt, primary golden)")
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from afd.rewards.golden import build_goldens
 from afd.rewards.reward import Reward
 from afd.runtime.context import RunContext
 from afd.stages.sample import sample_split
-from afd.stages.sft import train_sft
+from afd.stages.sft import sft_metrics, train_sft
 
 
 @dataclass
@@ -30,6 +30,8 @@ class Prepared:
     """eval.samples_per_prompt pi_init samples per test prompt."""
     sft_test: list[list[str]]
     """pi_SFT samples per test prompt: the Best-of-N pool, and pi_SFT's evaluation."""
+    metrics: dict[str, float]
+    """What training pi_SFT measured (sft/final_loss, sft/validation_loss): every objective reports it."""
 
     @property
     def primary_golden(self) -> Reward:
@@ -47,4 +49,4 @@ def prepare(ctx: RunContext, sft: SFTSettings, sft_samples: int, *needed_splits:
     init_test = sample_split(ctx, init, "test", test, cfg.eval.samples_per_prompt)
     pi_sft = train_sft(ctx, init, splits["train"], sft)
     sft_test = sample_split(ctx, pi_sft, "test", test, sft_samples)
-    return Prepared(splits, init, pi_sft, build_goldens(ctx), init_test, sft_test)
+    return Prepared(splits, init, pi_sft, build_goldens(ctx), init_test, sft_test, sft_metrics(pi_sft))
