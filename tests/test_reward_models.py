@@ -103,3 +103,51 @@ def test_mean_win_vs_pool_is_the_win_rate_against_another_pool_member():
             assert w[p, i] == pytest.approx(brute)
     # Each pair counted from both sides sums to one win: the pool's mean is exactly 1/2.
     assert np.allclose(w.mean(axis=1), 0.5)
+
+
+def test_prompt_shared_training_batches_score_and_differentiate_like_whole_sequences(tiny_rm_dir):
+    """The classifier trainer encodes a prompt once per batch: its logits and gradients must be those of
+    the whole sequences, one at a time."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from afd.config.run import RMTextFormat
+    from afd.data.pairs import Pair
+    from afd.rewards.classifier import encode_pairs
+    from afd.stages.classifier_trainer import pair_batches, shared_prefix_scores
+
+    tok = AutoTokenizer.from_pretrained(tiny_rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    prompts = [[{"role": "user", "content": "hello there how are you"}], [{"role": "user", "content": "hi"}]]
+    pairs = [
+        Pair("a", prompts[0], "i love it", "i feel tired and sad today"),
+        Pair("a", prompts[0], "that sounds wonderful", "oh no"),
+        Pair("b", prompts[1], "we went hiking", "the weather is nice and sunny"),
+    ]
+    (batch,) = pair_batches(tok, pairs, 512, per_batch=6, pointwise=True, seed=0)
+    assert len(batch["prefixes"]) == 2, "one prefix per prompt in the batch"
+    shared = shared_prefix_scores(model, batch)
+    shared.sum().backward()
+    shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    # The same sequences (pair_batches orders prompts by seed: recover its order from the labels' pairs).
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].prompt_id)
+    ids_by_pair = {
+        i: encode_pairs(
+            tok,
+            RMTextFormat.chat_template,
+            [pairs[i].prompt] * 2,
+            [pairs[i].positive, pairs[i].negative],
+            512,
+        )
+        for i in order
+    }
+    whole = []
+    for seq in (s for i in order for s in ids_by_pair[i]):
+        whole.append(model(input_ids=torch.tensor([seq])).logits[0, 0])
+    whole = torch.stack(whole)
+    assert sorted(shared.tolist()) == pytest.approx(sorted(whole.tolist()), abs=1e-5)
+    whole.sum().backward()
+    for name, grad in shared_grads.items():
+        assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-5), name

@@ -80,10 +80,15 @@ def check_tree(node: Any, key: str = "") -> None:
 
 
 def trl_arg_problems(args: dict[str, Any], trl_config: str, where: str = "trl_args") -> Iterator[Problem]:
-    """`trl_args` must name fields of the TRL config they are passed to, and none afd sets itself."""
+    """`trl_args` must name fields of the TRL (or transformers) config they are passed to, and none afd
+    sets itself."""
+    import transformers
     import trl
 
-    known = {f.name for f in dataclasses.fields(getattr(trl, trl_config))}
+    known = {
+        f.name
+        for f in dataclasses.fields(getattr(trl, trl_config, None) or getattr(transformers, trl_config))
+    }
     for name in args:
         yield f"{where}.{name}", name in known, f"a field of trl.{trl_config}"
         yield f"{where}.{name}", name not in AFD_SET_TRAINER_ARGS, "an argument afd does not set itself"
@@ -111,5 +116,9 @@ AFD_SET_TRAINER_ARGS = frozenset(
         "gradient_accumulation_steps",
         "logging_steps",
         "max_length",
+        "remove_unused_columns",
+        "train_sampling_strategy",
+        "eval_strategy",
+        "per_device_eval_batch_size",
     }
 )

@@ -228,9 +228,8 @@ class RewardModelConfig:
     """Trainer settings; per_device_train_batch_size counts examples (bce) or pairs (bt)."""
 
     def checks(self) -> list[Problem]:
-        # bt trains with TRL's RewardTrainer; bce with transformers' Trainer, whose arguments
-        # RewardConfig extends, so RewardConfig's fields bound both.
-        return list(trl_arg_problems(self.trainer.trl_args, "RewardConfig", "trainer.trl_args"))
+        # Both losses train with a transformers Trainer (afd/stages/classifier_trainer.py).
+        return list(trl_arg_problems(self.trainer.trl_args, "TrainingArguments", "trainer.trl_args"))
 
 
 @dataclass

@@ -71,22 +71,31 @@ def shared_prefix_batches(
         order[s : s + batch_size] for order in (shared, alone) for s in range(0, len(order), batch_size)
     ]
     for idx in tqdm(batches, desc=desc, disable=len(batches) < 2):
-        prefix_of: dict[int, int] = {}
-        prefixes, src = [], []
-        for i in idx:
-            if split[i] > 0:
-                if groups[i] not in prefix_of:
-                    prefix_of[groups[i]] = len(prefixes)
-                    prefixes.append(ids[i][: split[i]])
-                src.append(prefix_of[groups[i]])
-        width = max(len(ids[i]) - split[i] for i in idx)
-        suffix = torch.full((len(idx), width), pad_id, dtype=torch.long)
-        mask = torch.zeros((len(idx), width), dtype=torch.long)
-        for row, i in enumerate(idx):
-            tail = ids[i][split[i] :]
-            suffix[row, : len(tail)] = torch.tensor(tail, dtype=torch.long)
-            mask[row, : len(tail)] = 1
-        yield idx, prefixes, src, suffix, mask
+        yield (idx, *shared_prefix_batch(ids, split, groups, idx, pad_id))
+
+
+def shared_prefix_batch(
+    ids: Sequence[Sequence[int]], split: Sequence[int], groups: Sequence[int], idx: Sequence[int], pad_id: int
+):
+    """(prefixes, src, suffix_ids, suffix_mask) of the sequences `idx`: one prefix per group among them
+    (its first split tokens), row r continuing prefixes[src[r]] with its right-padded suffix; a sequence
+    with nothing to share (split 0) must come in a batch of its own kind, with no prefixes."""
+    prefix_of: dict[int, int] = {}
+    prefixes, src = [], []
+    for i in idx:
+        if split[i] > 0:
+            if groups[i] not in prefix_of:
+                prefix_of[groups[i]] = len(prefixes)
+                prefixes.append(ids[i][: split[i]])
+            src.append(prefix_of[groups[i]])
+    width = max(len(ids[i]) - split[i] for i in idx)
+    suffix = torch.full((len(idx), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(idx), width), dtype=torch.long)
+    for row, i in enumerate(idx):
+        tail = ids[i][split[i] :]
+        suffix[row, : len(tail)] = torch.tensor(tail, dtype=torch.long)
+        mask[row, : len(tail)] = 1
+    return prefixes, src, suffix, mask
 
 
 def forward_with_prefixes(model, prefixes, src, suffix, suffix_mask, pad_id: int, lm_logits: bool):

@@ -1,8 +1,8 @@
 """The reward_model stage: a sequence classifier with a scalar head trained on pairs; reward = its logit
 (paper section 3). Cached, and always read back from its entry.
 
-Pointwise BCE (the paper's discriminator loss) through transformers' Trainer, whose single-label
-multi-label head computes exactly BCE-with-logits; Bradley-Terry through TRL's RewardTrainer.
+Pointwise BCE (the paper's discriminator loss) or Bradley-Terry, through a transformers Trainer that
+encodes each prompt once per batch (afd/stages/classifier_trainer.py).
 """
 
 from __future__ import annotations
@@ -13,76 +13,41 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import datasets
-
 from afd.config.run import RMTextFormat
 from afd.config.stages import RewardModelConfig, RMLoss
 from afd.data.pairs import Pair, pairwise_accuracy, warn_pairs_over_length
-from afd.generation.prompts import warn_over_length
-from afd.rewards.classifier import ClassifierReward, encode_pairs
+from afd.rewards.classifier import ClassifierReward
 from afd.runtime.context import RunContext
 from afd.runtime.distributed import is_main_process
+from afd.stages.classifier_trainer import SharedPrefixRewardTrainer, pair_batches
 from afd.stages.trainer_args import common_trainer_args
 
 log = logging.getLogger(__name__)
 
 
-def _bce_trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: Sequence[Pair], out: Path):
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+def _trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: Sequence[Pair], out: Path):
+    from transformers import TrainingArguments
 
-    max_length = ctx.cfg.model.max_length
-    prompts = [p.prompt for p in pairs for _ in range(2)]
-    responses = [r for p in pairs for r in (p.positive, p.negative)]
-    labels = [[float(y)] for _ in pairs for y in (1, 0)]
-    warn_over_length(
-        tokenizer,
-        prompts,
-        responses,
-        max_length,
-        "reward model: training sequences",
-        "they keep their last tokens (the response and the end of the prompt)",
-    )
-    ids = encode_pairs(tokenizer, RMTextFormat.chat_template, prompts, responses, max_length)
-    train = datasets.Dataset.from_dict(
-        {"input_ids": ids, "attention_mask": [[1] * len(x) for x in ids], "labels": labels}
-    )
-    # num_labels=1 + multi_label_classification = BCEWithLogitsLoss on the logit.
-    model.config.problem_type = "multi_label_classification"
-    args = TrainingArguments(
-        **common_trainer_args(ctx.cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
-        **cfg.trainer.as_trainer_args(),
-    )
-    # The classifier pools the last non-pad token: right padding (this stage's own tokenizer).
-    tokenizer.padding_side = "right"
-    return Trainer(
-        model=model, args=args, train_dataset=train, data_collator=DataCollatorWithPadding(tokenizer)
-    )
-
-
-def _bt_trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: Sequence[Pair], out: Path):
-    from trl import RewardConfig, RewardTrainer
-
-    train = datasets.Dataset.from_dict(
-        {
-            "prompt": [p.prompt for p in pairs],
-            "chosen": [[{"role": "assistant", "content": p.positive}] for p in pairs],
-            "rejected": [[{"role": "assistant", "content": p.negative}] for p in pairs],
-        }
-    )
+    pointwise = cfg.loss is RMLoss.bce
     max_length = ctx.cfg.model.max_length
     warn_pairs_over_length(
-        tokenizer, pairs, max_length, "reward model", "TRL's RewardTrainer drops those pairs"
+        tokenizer,
+        pairs,
+        max_length,
+        "reward model",
+        "they keep their last tokens (the response and the end of the prompt)",
     )
-    args = RewardConfig(
+    batches = pair_batches(
+        tokenizer, pairs, max_length, cfg.trainer.per_device_train_batch_size, pointwise, ctx.cfg.seed
+    )
+    args = TrainingArguments(
         **common_trainer_args(ctx.cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
-        **cfg.trainer.as_trainer_args(),
-        max_length=max_length,
+        # One batch of pair_batches per step: the batch size is theirs (cfg.trainer's); its keys are not
+        # the model's arguments, so the Trainer must keep them.
+        **{**cfg.trainer.as_trainer_args(), "per_device_train_batch_size": 1},
+        remove_unused_columns=False,
     )
-    tokenizer.padding_side = "right"
-    return RewardTrainer(model=model, args=args, train_dataset=train, processing_class=tokenizer)
-
-
-TRAINERS = {RMLoss.bce: _bce_trainer, RMLoss.bt: _bt_trainer}
+    return SharedPrefixRewardTrainer(model=model, args=args, train_dataset=batches, pointwise=pointwise)
 
 
 def train_reward_model(
@@ -119,10 +84,9 @@ def train_reward_model(
         # Sequence classification pools the last non-pad token, found through config.pad_token_id.
         model.config.pad_token_id = tokenizer.pad_token_id
         model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
-        trainer = TRAINERS[cfg.loss](ctx, cfg, model, tokenizer, pairs, out)
+        trainer = _trainer(ctx, cfg, model, tokenizer, pairs, out)
         trainer.train()
         trained = trainer.model.merge_and_unload() if cfg.lora.enabled else trainer.model
-        trained.config.problem_type = None
         if is_main_process():  # the copy the cache publishes
             trained.save_pretrained(out)
             tokenizer.save_pretrained(out)

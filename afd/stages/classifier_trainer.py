@@ -1,0 +1,110 @@
+"""Training a reward model on pairs with each prompt encoded once per batch (paper section 3: reward = the
+classifier's logit). The sequences of one prompt (its 10 pi_init and 10 pi_SFT samples, say) share every
+token of the prompt; a batch holds consecutive sequences of a few prompts, the prompts run through the
+model once (with gradients), and each sequence only adds its response. With 20 responses of ~25 tokens
+to a ~100-token prompt that is about a quarter of the tokens a padded batch of whole sequences costs.
+
+A transformers Trainer whose loss is computed on these batches: pointwise BCE on the logit (the paper's
+discriminator loss) or Bradley-Terry on (chosen, rejected) pairs. Everything else (optimizer, schedule,
+logging, accelerate, LoRA) is the Trainer's.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Sequence
+
+import torch
+from torch.nn import functional as F
+from transformers import Trainer
+from transformers.cache_utils import DynamicCache
+
+from afd.config.run import RMTextFormat
+from afd.data.pairs import Pair
+from afd.generation.kv_cache import left_padded
+from afd.generation.scoring import prompt_groups, shared_prefix_batch, shared_prefix_lengths
+from afd.rewards.classifier import encode_pairs, pooled_index
+
+
+def pair_batches(
+    tokenizer, pairs: Sequence[Pair], max_length: int, per_batch: int, pointwise: bool, seed: int
+) -> list[dict[str, Any]]:
+    """The training batches: the pairs of each prompt kept together, prompts in a seeded order, cut into
+    batches of `per_batch` sequences (pointwise, labels 1 and 0) or `per_batch` pairs (Bradley-Terry)."""
+    order = sorted(range(len(pairs)), key=lambda i: pairs[i].prompt_id)
+    by_prompt: dict[str, list[int]] = {}
+    for i in order:
+        by_prompt.setdefault(pairs[i].prompt_id, []).append(i)
+    prompt_order = sorted(by_prompt)
+    random.Random(seed).shuffle(prompt_order)
+    ordered = [pairs[i] for pid in prompt_order for i in by_prompt[pid]]
+    # Sequence 2j is pair j's positive, 2j + 1 its negative.
+    prompts = [p.prompt for p in ordered for _ in range(2)]
+    responses = [r for p in ordered for r in (p.positive, p.negative)]
+    ids = encode_pairs(tokenizer, RMTextFormat.chat_template, prompts, responses, max_length)
+    groups = prompt_groups(prompts)
+    # The pooled (last) token is recomputed with its response: the shared prefix stops before it.
+    split = shared_prefix_lengths(ids, groups, [pooled_index(x, None) for x in ids])
+    step = per_batch if pointwise else 2 * per_batch
+    batches = []
+    for start in range(0, len(ids), step):
+        idx = list(range(start, min(start + step, len(ids))))
+        if all(split[i] > 0 for i in idx):
+            prefixes, src, suffix, mask = shared_prefix_batch(ids, split, groups, idx, tokenizer.pad_token_id)
+        else:  # a sequence sharing nothing with its group: the batch goes whole
+            prefixes, src, suffix, mask = shared_prefix_batch(
+                ids, [0] * len(ids), groups, idx, tokenizer.pad_token_id
+            )
+        labels = torch.tensor([1.0 - (i % 2) for i in idx])
+        batches.append(
+            {"prefixes": prefixes, "src": src, "suffix_ids": suffix, "suffix_mask": mask, "labels": labels}
+        )
+    return batches
+
+
+def shared_prefix_scores(model, batch: dict[str, Any]) -> torch.Tensor:
+    """The classifier's logit for every row of a batch, differentiably: prefixes through the model once
+    (left-padded), their KV cache gathered to the rows, then each row's suffix on top."""
+    device = model.device
+    suffix, suffix_mask = batch["suffix_ids"].to(device), batch["suffix_mask"].to(device)
+    if not batch["prefixes"]:
+        return model(input_ids=suffix, attention_mask=suffix_mask).logits[:, 0]
+    # Left padding with any token: the attention mask hides it.
+    prefix_ids, prefix_mask = (t.to(device) for t in left_padded(batch["prefixes"], 0))
+    positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions, use_cache=True)
+    rows = torch.tensor(batch["src"], device=device)
+    layers = cache.past_key_values.layers
+    expanded = DynamicCache(ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in layers])
+    suffix_positions = prefix_mask.sum(-1)[rows, None] + torch.arange(suffix.shape[1], device=device)
+    out = model(
+        input_ids=suffix,
+        attention_mask=torch.cat([prefix_mask[rows], suffix_mask], dim=-1),
+        position_ids=suffix_positions,
+        past_key_values=expanded,
+        use_cache=True,
+    )
+    return out.logits[:, 0]
+
+
+class SharedPrefixRewardTrainer(Trainer):
+    """A Trainer over `pair_batches`: one of them per step (its args must say
+    per_device_train_batch_size=1), in the Trainer's seeded shuffled order."""
+
+    def __init__(self, *args, pointwise: bool, **kwargs):
+        super().__init__(*args, data_collator=_one_batch, **kwargs)
+        self.pointwise = pointwise
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        scores = shared_prefix_scores(model, inputs)
+        if self.pointwise:
+            loss = F.binary_cross_entropy_with_logits(scores.float(), inputs["labels"].to(scores.device))
+        else:
+            # Rows alternate chosen (positive), rejected (negative).
+            loss = -F.logsigmoid((scores[0::2] - scores[1::2]).float()).mean()
+        return (loss, scores) if return_outputs else loss
+
+
+def _one_batch(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    (batch,) = rows
+    return batch
