@@ -247,3 +247,44 @@ def test_reference_levels_are_given_per_variant_when_they_differ(tmp_path):
     text = report(tmp_path).read_text()
     assert "per variant" in text
     assert "- irl_init_sft task=hh_helpful_gemma2b: init -, sft -, demo 0.300" in text
+
+
+def test_claims_table_pairs_by_seed_and_gives_verdicts():
+    from afd.analysis.claims import claims_markdown, evaluate_claims
+    from afd.analysis.jobs import Job
+
+    def job(objective, seed, bon16, sft=0.5, demo=0.7, bon32=None):
+        metrics = {
+            "bon/golden@1": sft,
+            "bon/golden@16": bon16,
+            "eval/upbeat/sft/mean": sft,
+            "eval/upbeat/demo/mean": demo,
+        }
+        if bon32 is not None:
+            metrics["bon/golden@32"] = bon32
+        return Job(Path(f"/{objective}/{seed}"), objective, seed, metrics, variant=objective)
+
+    # Init-SFT beats BT by 0.1 +- small noise on every seed (supported); Init-Demo and Init-SFT differ in
+    # sign across seeds (unresolved); SFT-Demo is above Init-SFT on every seed (contradicted).
+    jobs = []
+    for seed, noise in enumerate([0.0, 0.01, -0.01]):
+        jobs += [
+            job("irl_init_sft", seed, 0.6 + noise, bon32=0.61 + noise),
+            job("bt_pref", seed, 0.5 + noise),
+            job("irl_init_demo", seed, 0.6 + (0.05 if seed % 2 else -0.05)),
+            job("irl_sft_demo", seed, 0.7 + noise),
+        ]
+    rows = {r.comparison.claim[:2]: r for r in evaluate_claims(jobs)}
+    assert rows["2."].verdict == "supported" and rows["2."].n == 16, "N = the largest the compared jobs share"
+    assert rows["2."].difference.mean == pytest.approx(0.1) and rows["2."].seeds == [0, 1, 2]
+    assert rows["3a"].verdict == "unresolved at this size"
+    assert rows["3b"].verdict == "contradicted"
+    # Claim 4 compares the Init-SFT pick with the same seed's demonstrations (0.7): below them, at N = 32
+    # (the Init-SFT jobs alone share it).
+    assert rows["4."].verdict == "contradicted" and rows["4."].n == 32
+    assert rows["4."].difference.mean == pytest.approx(-0.09)
+    # Claim 1a: pi_SFT's level (from the Init-SFT jobs when no sft job ran) vs BT's BoN at N = 16.
+    assert rows["1a"].difference.mean == pytest.approx(0.0, abs=1e-12)
+    assert rows["1b"].verdict.startswith("not run")
+    text = claims_markdown(jobs)
+    assert "| 2. The Init-SFT reward model" in text and "not testable here" in text

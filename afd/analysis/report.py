@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from afd.analysis.claims import claims_markdown
 from afd.analysis.jobs import ReportError, load_jobs
 from afd.analysis.report_plots import plot, plot_golden_vs_kl, plot_reward_scores
 from afd.analysis.stats import MeanCI
@@ -83,7 +84,7 @@ def markdown(summary: dict[str, dict[str, MeanCI]], level: float) -> str:
     for variant, per in summary.items():
         if any(w in per for w in wins):  # trained policies have no BoN curve
             lines.append(f"| {variant} | " + " | ".join(_fmt(per.get(w)) for w in wins) + " |")
-    return "\n".join(lines) + "\n" + reward_scores_markdown(summary)
+    return "\n".join(lines) + "\n"
 
 
 def reward_scores_markdown(summary: dict[str, dict[str, MeanCI]]) -> str:
@@ -121,6 +122,7 @@ def report(sweep_dirs: Path | Sequence[Path], out_dir: Path | None = None, level
     summary = summarise(jobs, level)
     title = ", ".join(str(d) for d in dirs)
     text = f"# afd report: {title}\n\n{len(jobs)} jobs.\n\n" + markdown(summary, level)
+    text += "\n" + claims_markdown(jobs, level) + reward_scores_markdown(summary)
     (out_dir / "report.md").write_text(text)
     plot(summary, out_dir / "report_bon.png")
     plot_golden_vs_kl(summary, out_dir / "report_golden_vs_kl.png")
