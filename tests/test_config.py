@@ -55,7 +55,7 @@ POLICY = {"stability", "evaluation"}
 # Each objective module's nodes: the stages it runs, nothing else.
 OBJECTIVE_NODES = {
     SFTObjective: {"name", "sft"},
-    BestOfNObjective: {"name", "sft", "reward", "best_of_n"},
+    BestOfNObjective: {"name", "sft", "reward", "best_of_n", "judge"},
     DPOObjective: {"name", "sft", "pairs", "dpo", *POLICY},
     RLObjective: {"name", "sft", "reward", "rl", *POLICY},
     AdversarialObjective: {"name", "sft", "discriminator", "rl", "adversarial", *POLICY},

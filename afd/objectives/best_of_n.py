@@ -6,18 +6,19 @@ is, is data: the objective's `reward` node, one of the reward kinds of afd/rewar
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import numpy as np
 from omegaconf import MISSING
 
 from afd.config.checks import Problem
-from afd.config.stages import BestOfNSettings, SFTSettings
+from afd.config.stages import BestOfNSettings, JudgeConfig, JudgeOpponent, SFTSettings
 from afd.rewards import build_reward
 from afd.rewards.reward import score_pool
 
 if TYPE_CHECKING:
     from afd.runtime.context import RunContext
+    from afd.stages.prepare import Prepared
 
 
 @dataclass
@@ -31,6 +32,9 @@ class BestOfNObjective:
     pairs, loss and weights; the log-ratio; length; random; the golden oracle)."""
     best_of_n: BestOfNSettings = field(default_factory=BestOfNSettings)
     """The pool and the values of N."""
+    judge: Optional[JudgeConfig] = None
+    """A model as pairwise judge of the pick at the largest N (conf/objective/judge/; A5); none by
+    default."""
 
     def run_checks(self, run) -> list[Problem]:
         return [
@@ -75,6 +79,8 @@ def run(ctx: RunContext, cfg: BestOfNObjective) -> dict[str, float]:
     )
     top = rows[-1]
     metrics.update({**bon_metrics, **diagnostic, **built.metrics})
+    if cfg.judge is not None:
+        metrics.update(judge_the_pick(ctx, prep, cfg.judge, proxy))
     metrics.update(
         {
             "eval/golden_mean": top["golden_mean"],
@@ -86,6 +92,47 @@ def run(ctx: RunContext, cfg: BestOfNObjective) -> dict[str, float]:
     print(format_table(metrics, list(prep.goldens), ["init", "sft", "demo"]))
     print(format_bon(rows, ctx.cfg.eval.ci_level))
     metrics.update(prep.metrics)
+    return metrics
+
+
+def judge_the_pick(ctx: RunContext, prep: Prepared, cfg: JudgeConfig, proxy) -> dict[str, float]:
+    """`judge/<opponent>/{win,tie,loss,winrate}` with CIs over test prompts, and judge.csv: the pick of
+    the whole pool (the largest N) against each opponent, judged in both orders."""
+    from afd.models.loading import load_policy
+    from afd.runtime.tracking import write_csv
+    from afd.stages.judge import judge_pairs
+
+    test = prep.splits["test"]
+    prompts = list(test["prompt"])
+    pool = prep.sft_test
+    picks = [rs[int(i)] for rs, i in zip(pool, proxy.argmax(axis=1))]
+    opponents = {}
+    for against in cfg.against:
+        if against is JudgeOpponent.sft:
+            # The first sample of the pool other than the pick: an independent pi_SFT sample.
+            opponents[against] = [
+                rs[1] if int(i) == 0 else rs[0] for rs, i in zip(pool, proxy.argmax(axis=1))
+            ]
+        elif against is JudgeOpponent.demo:
+            opponents[against] = list(test["demonstration"])
+        else:
+            bt = build_reward(ctx, prep, cfg.bt_reward).reward
+            opponents[against] = [
+                rs[int(i)] for rs, i in zip(pool, score_pool(bt, prompts, pool).argmax(axis=1))
+            ]
+    model, tokenizer = load_policy(cfg.model, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype)
+    metrics, rows = {}, {}
+    for against, others in opponents.items():
+        verdicts = judge_pairs(
+            model, tokenizer, cfg.template, prompts, picks, others, cfg.batch_size, cfg.margin, ctx.bf16
+        )
+        metrics.update(verdicts.metrics(f"judge/{against.value}", ctx.cfg.eval.ci_level))
+        rows[against.value] = verdicts.win - verdicts.loss
+    write_csv(
+        ctx.output_dir / "judge.csv",
+        ["prompt_id", *(f"{a} (1 win, 0 tie, -1 loss)" for a in rows)],
+        [[pid, *(float(v[i]) for v in rows.values())] for i, pid in enumerate(test["prompt_id"])],
+    )
     return metrics
 
 
