@@ -185,3 +185,27 @@ def objective_schemas() -> dict[str, type]:
             cfg = hydra_compose(config_name="config", overrides=[f"objective={path.stem}"])
             out[path.stem] = OmegaConf.get_type(cfg.objective)
     return out
+
+
+def wandb_run_record(run_dir: Path):
+    """The run record (group, job type, ...) of an offline W&B run, read from its run-*.wandb log: W&B's
+    7-byte file header, then LevelDB log records (32 KiB blocks, 7-byte chunk headers) of protobufs."""
+    from wandb.proto import wandb_internal_pb2
+
+    (log_file,) = run_dir.glob("run-*.wandb")
+    data, block, pos, record = log_file.read_bytes(), 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a header is padding
+            pos += block - pos % block
+            continue
+        length, kind = int.from_bytes(data[pos + 4 : pos + 6], "little"), data[pos + 6]
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        if kind == 0:
+            continue
+        record = chunk if kind in (1, 2) else record + chunk  # FULL, FIRST | MIDDLE, LAST
+        if kind in (1, 4):
+            parsed = wandb_internal_pb2.Record()
+            parsed.ParseFromString(record)
+            if parsed.WhichOneof("record_type") == "run":
+                return parsed.run
+    raise AssertionError(f"no run record in {log_file}")

@@ -82,6 +82,32 @@ def test_killed_write_is_not_trusted_and_rerun_completes(tmp_path):
     assert built == [1] and (entry / "full.bin").read_text() == "ok" and not (entry / "half.bin").exists()
 
 
+def test_a_resumable_build_continues_from_what_a_killed_run_left(tmp_path):
+    script = textwrap.dedent(
+        f"""
+        import os
+        from afd.runtime.cache import StageCache
+        def build(out):
+            (out / "step1.bin").write_text("done")
+            os._exit(9)
+        StageCache({str(tmp_path)!r}).get_or_build("sft", {{"x": 1}}, build, resumable=True)
+        """
+    )
+    assert subprocess.run([sys.executable, "-c", script]).returncode == 9
+    cache = StageCache(tmp_path)
+    assert not cache.entry("sft", {"x": 1}).exists()
+    seen = []
+
+    def build(out):
+        seen.extend(sorted(p.name for p in out.iterdir()))
+        (out / "step2.bin").write_text("done")
+
+    entry = cache.get_or_build("sft", {"x": 1}, build, resumable=True)
+    assert seen == ["step1.bin"], "the resumed build sees the killed run's finished work"
+    assert sorted(p.name for p in entry.iterdir()) == ["spec.json", "step1.bin", "step2.bin"]
+    assert [p.name for p in (tmp_path / "sft").iterdir()] == [entry.name]
+
+
 def test_key_includes_library_versions_and_stage_code(monkeypatch):
     import afd.runtime.cache as cache_module
 
@@ -190,3 +216,53 @@ def test_a_killed_builder_releases_its_lock(tmp_path):
     assert time.time() - start < 30
     assert (tmp_path / "builds.log").read_text() == "built\nbuilt\n"
     assert "waiting" not in done.stderr
+
+
+def test_a_killed_pool_resumes_at_its_first_unfinished_part(
+    make_context, tiny_model_dir, tmp_path, monkeypatch
+):
+    """Ctrl-C in the third part of a pool: the re-run samples only the parts not written, and the pool
+    equals an uninterrupted run's (parts are a fixed cut, each prompt has its own random streams)."""
+    from datasets import Dataset
+
+    import afd.stages.sample as sample_stage
+    from afd.models.policies import init_policy
+
+    from conftest import tiny_overrides
+
+    monkeypatch.setattr(sample_stage, "SAMPLES_PER_PART", 4)  # 2 prompts per part at n=2
+    split = Dataset.from_dict(
+        {
+            "prompt_id": [f"p{i}" for i in range(7)],
+            "prompt": [[{"role": "user", "content": f"tell me about {w}"}] for w in "abcdefg"],
+        }
+    )
+    sampled: list[int] = []
+    real = sample_stage.sample_responses
+
+    def counting(model, tokenizer, prompts, n, *args, **kwargs):
+        if len(sampled) == 2:
+            raise KeyboardInterrupt  # what Ctrl-C or a lost node does mid-part: no cleanup
+        sampled.append(len(prompts))
+        return real(model, tokenizer, prompts, n, *args, **kwargs)
+
+    monkeypatch.setattr(sample_stage, "sample_responses", counting)
+    ctx = make_context(tiny_overrides(tiny_model_dir, tmp_path / "cache"))
+    with pytest.raises(KeyboardInterrupt):
+        sample_stage.sample_split(ctx, init_policy(ctx), "test", split, 2)
+    assert sampled == [2, 2]
+    monkeypatch.setattr(sample_stage, "sample_responses", real)
+    resumed_calls: list[int] = []
+
+    def resumed_counting(model, tokenizer, prompts, n, *args, **kwargs):
+        resumed_calls.append(len(prompts))
+        return real(model, tokenizer, prompts, n, *args, **kwargs)
+
+    monkeypatch.setattr(sample_stage, "sample_responses", resumed_counting)
+    resumed = sample_stage.sample_split(ctx, init_policy(ctx), "test", split, 2)
+    assert resumed_calls == [2, 1], "only the unfinished parts are sampled again"
+    entry = next(p for p in (tmp_path / "cache" / "sample").iterdir() if not p.name.startswith("."))
+    assert not (entry / sample_stage.PARTS_DIR).exists()
+
+    fresh_ctx = make_context(tiny_overrides(tiny_model_dir, tmp_path / "fresh_cache"))
+    assert resumed == sample_stage.sample_split(fresh_ctx, init_policy(fresh_ctx), "test", split, 2)

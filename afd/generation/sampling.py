@@ -22,6 +22,7 @@ from afd.generation.kv_cache import autocast_weight_copies, expand_cache, prefil
 from afd.generation.nucleus import sample_next_tokens
 from afd.generation.prompts import clean_response, encode_prompts
 from afd.generation.streams import stream_keys, uniforms
+from afd.runtime.distributed import gather_shares, my_share
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,8 @@ def sample_token_ids(
     """Response token ids: `result[i]` holds the n responses to prompt i, each ending at its first EOS
     (included) or after `cfg.max_new_tokens` tokens. Sample k of a prompt draws from its own random stream
     (afd/generation/streams.py), so it depends on the prompt, the seed and k only: the same whatever else
-    is sampled with it, in any batch, on any rank."""
+    is sampled with it, in any batch, on any rank. Inside `sharded()` the ranks split the prompt groups
+    and every rank returns all of them."""
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     was_training = model.training
@@ -115,14 +117,17 @@ def _sample_shared_prefix(
 ) -> list[list[list[int]]]:
     if cfg.batch_size < 1:
         raise ValueError(f"sampling.batch_size={cfg.batch_size}: expected >= 1")
-    out: list[list[list[int]]] = [[[] for _ in range(n)] for _ in prompt_ids]
+    done: dict[int, list[list[int]]] = {}  # prompt index -> its n responses
     device = model.device
-    bar = tqdm(total=len(prompt_ids) * n, desc=desc, unit="seq")
+    mine = my_share(_plan_groups([len(p) for p in prompt_ids], n, cfg.batch_size))
+    bar = tqdm(total=sum(len(g) for _, g in mine) * n, desc=desc, unit="seq")
     with autocast_weight_copies(model, bf16), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-        for group in _plan_groups([len(p) for p in prompt_ids], n, cfg.batch_size):
+        for _, group in mine:
             prefix, mask, logits = prefill(model, [prompt_ids[i] for i in group], pad_token_id)
             # Rows: (prompt within the group, sample index); more than batch_size rows only for one prompt.
             rows = [(g, k) for g in range(len(group)) for k in range(n)]
+            for i in group:
+                done[i] = [[] for _ in range(n)]
             for start in range(0, len(rows), cfg.batch_size):
                 chunk = rows[start : start + cfg.batch_size]
                 src = torch.tensor([g for g, _ in chunk], device=device)
@@ -139,10 +144,11 @@ def _sample_shared_prefix(
                     pick,
                 )
                 for (g, k), toks in zip(chunk, tokens):
-                    out[group[g]][k] = toks
+                    done[group[g]][k] = toks
                 bar.update(len(chunk))
     bar.close()
-    return out
+    done = gather_shares(done)
+    return [done[i] for i in range(len(prompt_ids))]
 
 
 def _decode(
@@ -222,10 +228,12 @@ def _sample_generate(
     encoded once per sample), up to `cfg.batch_size` samples a call, each call seeded from the prompt's
     stream so that a prompt's samples do not depend on the others."""
     keys = stream_keys(prompt_ids, n, seed)
-    out: list[list[list[int]]] = [[] for _ in prompt_ids]
+    done: dict[int, list[list[int]]] = {}
     device = model.device
-    bar = tqdm(total=len(prompt_ids) * n, desc=desc, unit="seq")
-    for i, ids in enumerate(prompt_ids):
+    mine = my_share(prompt_ids)
+    bar = tqdm(total=len(mine) * n, desc=desc, unit="seq")
+    for i, ids in mine:
+        done[i] = []
         for start in range(0, n, cfg.batch_size):
             rows = min(cfg.batch_size, n - start)
             torch.manual_seed(int(keys[i * n + start] >> 1))
@@ -243,10 +251,11 @@ def _sample_generate(
                     pad_token_id=pad_token_id,
                     eos_token_id=eos_token_id,
                 )
-            out[i] += [cut_at_eos(row, eos_token_id) for row in generated[:, input_ids.shape[1] :].tolist()]
+            done[i] += [cut_at_eos(row, eos_token_id) for row in generated[:, input_ids.shape[1] :].tolist()]
             bar.update(rows)
     bar.close()
-    return out
+    done = gather_shares(done)
+    return [done[i] for i in range(len(prompt_ids))]
 
 
 def cut_at_eos(row: list[int], eos_token_id: int | None) -> list[int]:

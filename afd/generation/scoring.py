@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from afd.generation.kv_cache import autocast_weight_copies, expand_cache, prefill
 from afd.generation.prompts import check_pairs, encode_prompts
+from afd.runtime.distributed import gather_shares, my_share
 
 Messages = list[dict]
 
@@ -62,7 +63,8 @@ def shared_prefix_batches(
     """Yield (indices, prefixes, src, suffix_ids, suffix_mask): row r is sequence indices[r], the prefix
     prefixes[src[r]] (= its first split tokens, one entry per group in the batch) followed by its
     right-padded suffix. Sequences with nothing to share come in batches of their own with no prefixes
-    (their suffix is the whole sequence). Groups sit together, longest first."""
+    (their suffix is the whole sequence). Groups sit together, longest first. Inside `sharded()` this rank
+    gets its share of the batches: the callers put the results together with `gather_scores`."""
     shared = sorted(
         (i for i in range(len(ids)) if split[i] > 0), key=lambda i: (-split[i], groups[i], -len(ids[i]))
     )
@@ -70,8 +72,18 @@ def shared_prefix_batches(
     batches = [
         order[s : s + batch_size] for order in (shared, alone) for s in range(0, len(order), batch_size)
     ]
-    for idx in tqdm(batches, desc=desc, disable=len(batches) < 2):
+    mine = [idx for _, idx in my_share(batches)]
+    for idx in tqdm(mine, desc=desc, disable=len(mine) < 2):
         yield (idx, *shared_prefix_batch(ids, split, groups, idx, pad_id))
+
+
+def gather_scores(scores: np.ndarray, done: Sequence[int]) -> np.ndarray:
+    """`scores` with every rank's entries filled in (`done`: the indices this rank computed)."""
+    merged = gather_shares({int(i): float(scores[i]) for i in done})
+    out = scores.copy()
+    for i, v in merged.items():
+        out[i] = v
+    return out
 
 
 def shared_prefix_batch(
@@ -146,6 +158,7 @@ def response_logprobs(
         ids, groups, [len(p) if len(r) else 0 for p, r in zip(prompt_ids, response_ids)]
     )
     out = np.zeros(len(ids), dtype=np.float64)
+    done: list[int] = []
     pad = tokenizer.pad_token_id
     with (
         torch.inference_mode(),
@@ -161,6 +174,7 @@ def response_logprobs(
                 # The prefix's last logits first: column c is then sequence position split - 1 + c.
                 logits = torch.cat([last[:, None], logits], dim=1)
             logp = torch.log_softmax(logits, dim=-1)
+            done += idx
             for row, i in enumerate(idx):
                 start, end = len(prompt_ids[i]), len(ids[i])
                 # Token t is predicted at sequence position t - 1.
@@ -168,4 +182,4 @@ def response_logprobs(
                 targets = torch.tensor(ids[i][start:end], device=logp.device)
                 cols = torch.arange(start - 1 - offset, end - 1 - offset, device=logp.device)
                 out[i] = float(logp[row, cols, targets].sum())
-    return out
+    return gather_scores(out, done)

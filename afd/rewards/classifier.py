@@ -12,6 +12,7 @@ from afd.config.run import RMTextFormat
 from afd.generation.kv_cache import autocast_weight_copies
 from afd.generation.scoring import (
     forward_with_prefixes,
+    gather_scores,
     prompt_groups,
     shared_prefix_batches,
     shared_prefix_lengths,
@@ -106,6 +107,7 @@ class ClassifierReward:
         once and only their own tails after it."""
         ids = encode_pairs(self.tokenizer, self.text_format, prompts, responses, self.max_length)
         scores = np.zeros(len(ids), dtype=np.float64)
+        done: list[int] = []
         pad = self.tokenizer.pad_token_id
         # The pooled token must be recomputed with the suffix: the prefix stops before it.
         pool_pad = self.model.config.get_text_config().pad_token_id
@@ -122,4 +124,5 @@ class ClassifierReward:
             ):
                 out, _ = forward_with_prefixes(self.model, prefixes, src, suffix, mask, pad, lm_logits=False)
                 scores[idx] = out.logits[:, 0].float().cpu().numpy()
-        return scores
+                done += idx
+        return gather_scores(scores, done)

@@ -8,6 +8,7 @@ from typing import Protocol, Sequence, runtime_checkable
 import numpy as np
 
 from afd.generation.prompts import check_pairs
+from afd.runtime.distributed import sharded
 
 __all__ = ["Messages", "Reward", "check_pairs", "score_pool"]
 
@@ -27,6 +28,8 @@ class Reward(Protocol):
 
 
 def score_pool(reward: Reward, prompts: Sequence[list], pool: Sequence[Sequence[str]]) -> np.ndarray:
-    """(prompts x M) scores of every pool sample."""
-    flat = reward.score([p for p, rs in zip(prompts, pool) for _ in rs], [r for rs in pool for r in rs])
+    """(prompts x M) scores of every pool sample; under accelerate the ranks share the work (every rank
+    calls this with the same pool and gets all the scores)."""
+    with sharded():
+        flat = reward.score([p for p, rs in zip(prompts, pool) for _ in rs], [r for rs in pool for r in rs])
     return flat.reshape(len(pool), -1)

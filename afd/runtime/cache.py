@@ -1,11 +1,11 @@
 """Content-addressed cache of pipeline stages (SFT checkpoints, samples, reward models).
 
 A stage's entry is keyed by a hash of everything that determines it (model weights, data, stage settings,
-seed, upstream entries, library versions and afd's stage code: afd/fingerprint.py), so sweeps over later
-knobs reuse earlier stages and nothing else does. Entries are built in a temporary directory and renamed
-into place: a killed run never leaves an entry a later run trusts. One run builds a key at a time: a
-second run asking for it waits on the first's lock (released by the kernel if the first is killed) and
-then reuses its entry.
+seed, upstream entries, library versions and afd's stage code: afd/runtime/fingerprint.py), so sweeps over
+later knobs reuse earlier stages and nothing else does. Entries are built in a partial directory and
+renamed into place: a killed run never leaves an entry a later run trusts, and the stages that can
+(training, sampling) resume from what it left. One run builds a key at a time: a second run asking for it
+waits on the first's lock (released by the kernel if the first is killed) and then reuses its entry.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import hashlib
 import json
 import logging
 import os
-import re
+import resource
 import shutil
-import socket
-import tempfile
 import time
 from dataclasses import asdict, is_dataclass
 from enum import Enum
@@ -63,28 +61,10 @@ def stage_key(stage: str, spec: dict[str, Any]) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:20]
 
 
-def _partial_prefix(target: Path) -> str:
-    return f".{target.name}.partial-{socket.gethostname()}-"
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def _remove_dead_partials(target: Path) -> None:
-    """Delete temp dirs that a killed build on this host left next to `target` (they are never trusted)."""
-    pattern = re.compile(re.escape(_partial_prefix(target)) + r"(\d+)-")
-    for entry in target.parent.iterdir():
-        m = pattern.match(entry.name)
-        if m and not _pid_alive(int(m.group(1))):
-            log.info("removing %s, left by a killed run", entry)
-            shutil.rmtree(entry, ignore_errors=True)
+def partial_dir(target: Path) -> Path:
+    """Where `target` is built: one directory per key (one run builds a key at a time, under its lock),
+    which a run killed mid-build leaves behind for the next run to resume from."""
+    return target.parent / f".{target.name}.partial"
 
 
 @contextlib.contextmanager
@@ -116,39 +96,47 @@ def key_lock(lock_file: Path, what: str) -> Iterator[None]:
 
 
 def build_dir_atomically(target: str | Path, build: Callable[[Path], None]) -> Path:
-    """Return `target`, first running `build(tmp_dir)` and renaming tmp_dir to it if it does not exist.
-
-    The rename is atomic, so `target` exists only complete: a run killed mid-build leaves a hidden
-    `.<name>.partial-<host>-<pid>-*` directory that is never read, and later runs delete it. Runs that
-    need the same target build it once: the others wait for the first (key_lock) and reuse its result.
-    """
+    """Return `target`, first running `build(partial_dir)` and renaming the partial directory to it if it
+    does not exist. The rename is atomic, so `target` exists only complete. Runs that need the same target
+    build it once: the others wait for the first (key_lock) and reuse its result."""
     target = Path(target)
     with key_lock(target.parent / LOCKS / f"{target.name}.lock", str(target)):
         if main_process_value(target.is_dir()):
             return target
-        return _build(target, build)
+        return _build(target, build, resumable=False)
 
 
-def _build(target: Path, build: Callable[[Path], None]) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_dead_partials(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_partial_prefix(target)}{os.getpid()}-", dir=target.parent))
+def _build(target: Path, build: Callable[[Path], None], resumable: bool) -> Path:
+    """Build `target` in its partial directory and publish it by renaming.
+
+    A build that raises leaves nothing (its failure would repeat). A run killed mid-build (kill -9, Ctrl-C,
+    a lost node) leaves the partial directory: a `resumable` builder continues from what it holds (trainer
+    checkpoints, finished batches of samples), any other starts it afresh. Under accelerate every rank
+    builds into the same directory (a trainer needs them all) and the main process publishes."""
+    partial = partial_dir(target)
+    if is_main_process() and partial.exists():
+        if resumable:
+            log.info("resuming %s from %s, left by a run that did not finish", target.name, partial)
+        else:
+            shutil.rmtree(partial)
+    partial.mkdir(parents=True, exist_ok=True)
+    wait_for_everyone()
     try:
-        # Under accelerate every rank builds (a trainer needs them all), the main process publishes.
-        build(tmp)
+        build(partial)
+    except Exception:
         if is_main_process():
-            try:
-                os.replace(tmp, target)
-            except OSError:
-                # Another run (a parallel sweep job) finished the same build first; its copy is as good.
-                if not target.is_dir():
-                    raise
-        shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(partial, ignore_errors=True)
         raise
     wait_for_everyone()
+    if is_main_process():
+        os.replace(partial, target)
+    wait_for_everyone()
     return target
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
 
 
 class StageCache:
@@ -156,12 +144,18 @@ class StageCache:
         self.root = Path(root).expanduser()
         self.digests = FileDigests(self.root)
         """Content digests of the local files stages read, remembered in the cache directory."""
+        self.builds: list[dict[str, Any]] = []
+        """What each stage built in this process cost: wall seconds and the process's peak RSS before and
+        after (a stage that raised the peak holds it; run directories keep it as resources.json)."""
 
     def entry(self, stage: str, spec: dict[str, Any]) -> Path:
         return self.root / stage / stage_key(stage, spec)
 
-    def get_or_build(self, stage: str, spec: dict[str, Any], build: Callable[[Path], None]) -> Path:
-        """Return the entry's directory, calling `build(tmp_dir)` to fill it only on a miss."""
+    def get_or_build(
+        self, stage: str, spec: dict[str, Any], build: Callable[[Path], None], resumable: bool = False
+    ) -> Path:
+        """Return the entry's directory, calling `build(partial_dir)` to fill it only on a miss; a
+        `resumable` build finds there what a killed run of it left (see _build)."""
         final = self.entry(stage, spec)
         with key_lock(self.root / LOCKS / f"{stage}-{final.name}.lock", f"{stage} {final.name}"):
             if main_process_value(final.is_dir()):
@@ -179,4 +173,22 @@ class StageCache:
                     )
                 )
 
-            return _build(final, build_with_spec)
+            start, peak_before = time.perf_counter(), peak_rss_gb()
+            built = _build(final, build_with_spec, resumable)
+            record = {
+                "stage": stage,
+                "key": final.name,
+                "seconds": round(time.perf_counter() - start, 1),
+                "peak_rss_gb_before": round(peak_before, 2),
+                "peak_rss_gb_after": round(peak_rss_gb(), 2),
+            }
+            self.builds.append(record)
+            log.info(
+                "built %s %s in %.0f s; process peak RSS %.2f GB (%.2f before)",
+                stage,
+                final.name,
+                record["seconds"],
+                record["peak_rss_gb_after"],
+                record["peak_rss_gb_before"],
+            )
+            return built

@@ -54,7 +54,7 @@ def train_dpo(
             tokenizer, pairs, cfg.model.max_length, f"dpo ({name})", "TRL keeps their first tokens"
         )
         args = DPOConfig(
-            **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
+            **common_trainer_args(ctx, out, settings.trainer),
             **hparams,
             max_length=cfg.model.max_length,
         )

@@ -11,6 +11,7 @@ from afd.config.stages import PolicyEvalSettings
 from afd.generation.scoring import response_logprobs
 from afd.models.policies import PolicyHandle
 from afd.runtime.context import RunContext
+from afd.runtime.distributed import sharded
 from afd.stages.evaluate import evaluate
 from afd.stages.prepare import Prepared
 from afd.stages.sample import sample_split
@@ -33,15 +34,16 @@ def kl_to_reference(
     logp = {}
     for name, handle in [("policy", policy), ("reference", reference)]:
         model, tokenizer = handle.get()
-        logp[name] = response_logprobs(
-            model,
-            tokenizer,
-            flat_prompts,
-            flat,
-            cfg.sampling.max_prompt_tokens,
-            cfg.scoring.batch_size,
-            f"log {handle.name}",
-        )
+        with sharded():
+            logp[name] = response_logprobs(
+                model,
+                tokenizer,
+                flat_prompts,
+                flat,
+                cfg.sampling.max_prompt_tokens,
+                cfg.scoring.batch_size,
+                f"log {handle.name}",
+            )
     return (logp["policy"] - logp["reference"]).reshape(len(samples), -1).mean(axis=1)
 
 

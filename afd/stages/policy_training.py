@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Callable
 
@@ -20,7 +21,8 @@ from afd.models.lora import apply_lora
 from afd.models.policies import PolicyHandle, saved_policy
 from afd.runtime.cache import plain
 from afd.runtime.context import RunContext
-from afd.runtime.distributed import is_main_process
+from afd.runtime.distributed import is_main_process, world_size
+from afd.stages.trainer_args import last_checkpoint
 
 ADAPTER = "adapter"
 """A LoRA-trained policy's entry keeps its adapters here (the merged weights are the entry itself)."""
@@ -76,7 +78,7 @@ def train_policy_stage(
         else:
             policy = apply_lora(policy, lora)
         trainer = make_trainer(policy, tokenizer, out)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=last_checkpoint(out))
         if is_main_process() and lora.enabled:
             # The adapters alone, and the policy they sit on, for a later stage that continues them.
             trainer.model.save_pretrained(out / ADAPTER)
@@ -89,9 +91,17 @@ def train_policy_stage(
             trained.save_pretrained(out)
             tokenizer.save_pretrained(out)
             (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+            shutil.rmtree(out / "trainer", ignore_errors=True)  # checkpoints: for resuming only
 
-    full_spec = {**spec, "reference": reference.spec, "lora": lora, "max_length": ctx.cfg.model.max_length}
-    entry = ctx.cache.get_or_build(stage, full_spec, build)
+    full_spec = {
+        **spec,
+        "reference": reference.spec,
+        "lora": lora,
+        "max_length": ctx.cfg.model.max_length,
+        # The global batch is the per-device batch times the processes: another world size, other weights.
+        "processes": world_size(),
+    }
+    entry = ctx.cache.get_or_build(stage, full_spec, build, resumable=True)
     gc.collect()  # the trainer, its optimizer state and its patched model
     return saved_policy(ctx, name, entry, {stage: entry.name})
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,9 +19,9 @@ from afd.config.stages import RewardModelConfig, RMLoss
 from afd.data.pairs import Pair, pairwise_accuracy, warn_pairs_over_length
 from afd.rewards.classifier import ClassifierReward
 from afd.runtime.context import RunContext
-from afd.runtime.distributed import is_main_process
+from afd.runtime.distributed import is_main_process, world_size
 from afd.stages.classifier_trainer import SharedPrefixRewardTrainer, pair_batches
-from afd.stages.trainer_args import common_trainer_args
+from afd.stages.trainer_args import common_trainer_args, last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def _trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: S
         tokenizer, pairs, max_length, cfg.trainer.per_device_train_batch_size, pointwise, ctx.cfg.seed
     )
     args = TrainingArguments(
-        **common_trainer_args(ctx.cfg.seed, out / "trainer", ctx.device, ctx.bf16, "none"),
+        **common_trainer_args(ctx, out, cfg.trainer, report_to="none"),
         # One batch of pair_batches per step: the batch size is theirs (cfg.trainer's); its keys are not
         # the model's arguments, so the Trainer must keep them.
         **{**cfg.trainer.as_trainer_args(), "per_device_train_batch_size": 1},
@@ -70,12 +71,14 @@ def train_reward_model(
         "pairs": [[p.prompt_id, p.positive, p.negative] for p in pairs],
         "loss": cfg.loss,
         # Only what shapes training: the data is in the pairs, scoring settings do not matter.
-        "trainer": cfg.trainer,
+        "trainer": cfg.trainer.as_trainer_args(),
         "lora": cfg.lora,
         "max_length": ctx.cfg.model.max_length,
         "chat_template": ctx.cfg.model.chat_template,
         "seed": ctx.cfg.seed,
         "bf16": ctx.bf16,
+        # The global batch is the per-device batch times the processes: another world size, other weights.
+        "processes": world_size(),
     }
 
     def build(out: Path) -> None:
@@ -85,14 +88,15 @@ def train_reward_model(
         model.config.pad_token_id = tokenizer.pad_token_id
         model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
         trainer = _trainer(ctx, cfg, model, tokenizer, pairs, out)
-        trainer.train()
+        trainer.train(resume_from_checkpoint=last_checkpoint(out))
         trained = trainer.model.merge_and_unload() if cfg.lora.enabled else trainer.model
         if is_main_process():  # the copy the cache publishes
             trained.save_pretrained(out)
             tokenizer.save_pretrained(out)
             (out / "train_log.json").write_text(json.dumps(trainer.state.log_history, indent=2))
+            shutil.rmtree(out / "trainer", ignore_errors=True)  # checkpoints: for resuming only
 
-    entry = ctx.cache.get_or_build("reward_model", spec, build)
+    entry = ctx.cache.get_or_build("reward_model", spec, build, resumable=True)
     gc.collect()  # the trainer and its optimizer state
     for h in json.loads((entry / "train_log.json").read_text()):
         if "loss" in h:

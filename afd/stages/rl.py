@@ -76,7 +76,7 @@ def train_rl(
     def make_trainer(model, tokenizer, out: Path):
         config_cls, trainer_cls = _trainer(settings.algorithm)
         args = config_cls(
-            **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
+            **common_trainer_args(ctx, out, settings.trainer),
             **hparams,
         )
         guard = DivergenceGuard(stability, f"RL ({name})", f"{policy.name} ({policy.path or 'pi_init'})")

@@ -48,7 +48,7 @@ def train_sft(
         # is a miss, and other splits' sizes do not matter.
         "examples": list(zip(train["prompt_id"], train["demonstration"])),
         "validation": list(validation["prompt_id"]),
-        "trainer": settings.trainer,
+        "trainer": settings.trainer.as_trainer_args(),
         "group_by_length": settings.group_by_length,
         "seed": cfg.seed,
         "bf16": ctx.bf16,
@@ -66,7 +66,7 @@ def train_sft(
         )
         evaluate = len(validation) > 0
         args = TRLSFTConfig(
-            **common_trainer_args(cfg.seed, out / "trainer", ctx.device, ctx.bf16, ctx.tracker.report_to),
+            **common_trainer_args(ctx, out, settings.trainer),
             **settings.trainer.as_trainer_args(),
             max_length=cfg.model.max_length,
             completion_only_loss=True,
