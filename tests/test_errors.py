@@ -207,9 +207,9 @@ def test_report_keeps_proportion_intervals_inside_0_1():
     from afd.analysis.summary import summarise
 
     jobs = [
-        Job(Path(f"/j{s}"), "x", s, {"rm/accuracy": a, "eval/golden_mean": g})
+        Job(Path(f"/j{s}"), "x", s, {"reward/accuracy": a, "eval/golden_mean": g})
         for s, a, g in [(0, 0.99, 0.5), (1, 1.0, 0.9)]
     ]
     summary = summarise(jobs)["x"]
-    assert summary["rm/accuracy"].ci_high == 1.0 and summary["rm/accuracy"].ci_low >= 0.0
+    assert summary["reward/accuracy"].ci_high == 1.0 and summary["reward/accuracy"].ci_low >= 0.0
     assert summary["eval/golden_mean"].ci_high > 1.0, "an unbounded metric keeps its t-interval"

@@ -10,8 +10,8 @@ from omegaconf import OmegaConf
 
 import afd.stages.judge as judge_module
 from afd.config import to_run_config
-from afd.config.stages import JUDGE_TEMPLATE
 from afd.main import run
+from afd.objectives.best_of_n import JUDGE_TEMPLATE
 from afd.stages.judge import answer_ids, judge_pairs, judge_prompts
 
 from conftest import build_tiny_tokenizer, tiny_overrides

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 
 from afd.config.checks import Problem, at_least, positive, rate, ruled, steps_or_epochs, trl_arg_problems
-from afd.config.run import Choice, LoraSettings, ModelConfig
+from afd.config.run import Choice, LoraSettings
 
 
 @dataclass
@@ -277,52 +277,3 @@ class DPOSettings:
 
     def checks(self) -> list[Problem]:
         return list(trl_arg_problems(self.trainer.trl_args, "DPOConfig", "trainer.trl_args"))
-
-
-class JudgeOpponent(Choice):
-    """What the Best-of-N pick is judged against."""
-
-    sft = "sft"
-    """A pi_SFT sample of the same pool (the first that is not the pick)."""
-    demo = "demo"
-    """The demonstration."""
-    bt_pref = "bt_pref"
-    """The pick of the Bradley-Terry preference reward model (`bt_reward`) on the same pool."""
-
-
-JUDGE_TEMPLATE = (
-    "Here is a conversation and two candidate replies to its last message.\n\n"
-    "Conversation:\n{conversation}\n\n"
-    "Reply A: {a}\n\n"
-    "Reply B: {b}\n\n"
-    "Which reply is better: more helpful, natural and pleasant? Answer with the letter A or B only."
-)
-
-
-@dataclass
-class JudgeConfig:
-    """A causal LM as pairwise judge of the Best-of-N pick (paper ablation A5)."""
-
-    model: ModelConfig = field(default_factory=ModelConfig)
-    """The judge: any causal LM with a chat template (hub id or local path; the GPU experiment names a
-    real instruct judge)."""
-    against: List[JudgeOpponent] = field(
-        default_factory=lambda: [JudgeOpponent.sft, JudgeOpponent.demo, JudgeOpponent.bt_pref]
-    )
-    """What the pick at the largest N is judged against, each in both orders."""
-    template: str = JUDGE_TEMPLATE
-    """The judging prompt; {conversation}, {a} and {b} are filled in. The verdict is whichever of the
-    answer tokens A and B the judge finds more likely next."""
-    margin: float = at_least(0.0, 0.0)
-    """A preference smaller than this (in log-probability) counts as no preference."""
-    batch_size: int = at_least(1, 8)
-    """Judge prompts per forward pass."""
-    bt_reward: Optional[RewardModelConfig] = None
-    """The Bradley-Terry reward model whose pick is the bt_pref opponent (composed from the bt_pref
-    reward preset)."""
-
-    def checks(self) -> list[Problem]:
-        needs_bt = JudgeOpponent.bt_pref in self.against
-        return [
-            ("bt_reward", not needs_bt or self.bt_reward is not None, "a reward model when against bt_pref")
-        ]
