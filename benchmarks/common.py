@@ -1,4 +1,5 @@
-"""Shared pieces of the benchmarks: the real model and prompts, timing, peak memory, result rows."""
+"""Shared pieces of the benchmarks: the real model and prompts, the precision they run in, timing, the
+matmul peak, peak memory, result rows."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ import statistics
 import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from afd.config.run import DatasetConfig, DatasetSource, ModelConfig
+from afd.config.run import ComputeConfig, DatasetConfig, DatasetSource, ModelConfig
 
 SMOLLM2 = ModelConfig(
     name="smollm2_135m",
@@ -23,6 +25,34 @@ SMOLLM2 = ModelConfig(
     gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf",
 )
 CACHE_DIR = Path(os.environ.get("AFD_CACHE_DIR", Path.home() / ".cache" / "afd"))
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision of one benchmark run, for afd and its baseline alike."""
+
+    bf16: bool
+    """afd runs under bf16 autocast on fp32 weights and the baseline in its fastest plain bf16 setting;
+    otherwise both run in fp32."""
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The matmul dtype: the baselines' inference weights and the peak the share-of-peak rows use."""
+        return torch.bfloat16 if self.bf16 else torch.float32
+
+    @property
+    def name(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+
+@lru_cache(maxsize=1)
+def precision() -> Precision:
+    """What afd's compute.precision=auto picks on this CPU (the benchmarks run on the CPU): bf16 only where
+    the CPU multiplies bf16 natively. Without AVX512-BF16 / AMX, bf16 matmuls are emulated and run ~240x
+    slower than fp32, so a bf16 baseline there would measure the emulation, not the code."""
+    from afd.models.devices import use_bf16_autocast
+
+    return Precision(use_bf16_autocast(ComputeConfig(device="cpu"), torch.device("cpu")))
 
 
 def load_smollm2(dtype: torch.dtype = torch.float32):
@@ -56,6 +86,15 @@ def timed(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
         result = fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times), result
+
+
+def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of a square matmul in `dtype`: the machine's practical peak for dense work in that dtype."""
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b  # warm-up
+    seconds, _ = timed(lambda: a @ b, repeats)
+    return 2 * n**3 / seconds
 
 
 def _rss_bytes() -> int:
@@ -118,6 +157,27 @@ class Row:
         if self.baseline is None or self.baseline == 0:
             return None
         return self.afd / self.baseline
+
+
+def peak_share_row(
+    what: str, afd_flops: float, base_flops: float, peak: float, goal: float, note: str
+) -> Row:
+    """`what`'s FLOP/s (afd's and the baseline's) as a % of the matmul peak in the dtype the run used,
+    measured in the same run (matmul_peak_flops); the goal is afd's share in %."""
+    name = precision().name
+    afd_pct, base_pct = 100 * afd_flops / peak, 100 * base_flops / peak
+    return Row(
+        f"{what} / {name} matmul peak",
+        afd_pct,
+        base_pct,
+        "% of peak",
+        target=f"afd >= {goal:g}%",
+        met=afd_pct >= goal,
+        note=(
+            f"{note}: afd {afd_flops / 1e9:.0f}, baseline {base_flops / 1e9:.0f} GFLOP/s; {name} 2048^3 "
+            f"matmul peak {peak / 1e9:.0f} GFLOP/s measured in this run"
+        ),
+    )
 
 
 def fmt(x: float | None, digits: int = 3) -> str:

@@ -1,8 +1,10 @@
-"""Run every benchmark and print one table: `python -m benchmarks.run [sampling scoring sft curve]`.
+"""Run the benchmarks and print one table: `python -m benchmarks.run [--quick] [NAME ...]`.
 
 Each line measures afd and its plain baseline side by side in this run, on the same inputs, after a
-warm-up (medians of repeats where the budget allows). Takes about 7 minutes on a 2-core CPU; run it on
-an otherwise idle machine.
+warm-up (medians of repeats where the budget allows), in the precision afd picks for this CPU (bf16
+only where it is native, else fp32 on both sides). Takes several minutes on a 2-core CPU; run it on an
+otherwise idle machine. --quick shrinks every benchmark (a prompt or two, two or three training steps) to
+check that it runs; its numbers mean nothing.
 """
 
 from __future__ import annotations
@@ -13,10 +15,19 @@ import time
 
 import torch
 
-from benchmarks import bon_curve, bon_sampling, scoring, sft
-from benchmarks.common import table
+from benchmarks import bon_curve, bon_sampling, reward_model, scoring, sft, sharding
+from benchmarks.common import precision, table
 
-BENCHMARKS = {"sampling": bon_sampling.run, "scoring": scoring.run, "sft": sft.run, "curve": bon_curve.run}
+# name: (its run function, the arguments that shrink it for --quick)
+BENCHMARKS = {
+    "sampling": (bon_sampling.run, {"n_prompts": 1, "context_turns": 1, "new_tokens": 8, "afd_repeats": 1}),
+    "scoring": (scoring.run, {"n_prompts": 1, "pool": 4, "context_turns": 1, "repeats": 1}),
+    "sft": (sft.run, {"steps": 3, "batch": 2, "runs": 1, "heldout": 2}),
+    "reward_model": (reward_model.run, {"steps": 3, "batch": 2, "heldout": 2}),
+    "curve": (bon_curve.run, {"pool_sizes": (16, 64), "n_prompts": 8, "repeats": 1}),
+    # Its size is fixed inside its torchrun workers: --quick runs it whole.
+    "sharding": (sharding.run, {}),
+}
 
 
 def machine() -> str:
@@ -35,7 +46,8 @@ def machine() -> str:
         pass
     return (
         f"{cpu} ({flags or 'no bf16 flags'}), {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}"
+        f"torch {torch.__version__}, {platform.python_implementation()} {platform.python_version()}; "
+        f"afd and the baselines run in {precision().name}"
     )
 
 
@@ -43,13 +55,22 @@ def quiet() -> None:
     """Only warnings that matter and no progress bars: the output is the table."""
     import datasets
     import transformers
+    from tqdm.auto import tqdm
 
-    import afd.rewards.base
+    import afd.generation.sampling
+    import afd.generation.scoring
 
     transformers.utils.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     datasets.disable_progress_bars()
-    afd.rewards.tqdm = lambda iterable, **_: iterable  # its batch bar is switched on explicitly
+
+    # TQDM_DISABLE (benchmarks/__init__.py) sets tqdm's default; the batch bars of afd's sampler and
+    # scorer pass `disable` themselves.
+    def no_bar(*args, **kwargs):
+        return tqdm(*args, **{**kwargs, "disable": True})
+
+    for module in (afd.generation.sampling, afd.generation.scoring):
+        module.tqdm = no_bar
 
 
 def main(argv=None) -> None:
@@ -57,6 +78,7 @@ def main(argv=None) -> None:
     parser.add_argument(
         "only", nargs="*", help=f"benchmarks to run, from {', '.join(BENCHMARKS)} (default: all)"
     )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, to check that every benchmark runs")
     args = parser.parse_args(argv)
     unknown = [name for name in args.only if name not in BENCHMARKS]
     if unknown:
@@ -65,9 +87,12 @@ def main(argv=None) -> None:
     start = time.perf_counter()
     rows = []
     for name in args.only or BENCHMARKS:
-        rows += BENCHMARKS[name]()
+        fn, quick = BENCHMARKS[name]
+        rows += fn(**quick) if args.quick else fn()
     print()
     print(f"machine: {machine()}")
+    if args.quick:
+        print("--quick: tiny sizes, to check that the benchmarks run; the numbers mean nothing")
     print(f"total benchmark time: {time.perf_counter() - start:.0f} s; peak memory: resident set increase")
     print("during the measured calls (sampled every 2 ms)")
     print()

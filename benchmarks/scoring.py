@@ -1,5 +1,7 @@
 """Reward scoring: afd's ClassifierReward (batched, length-sorted, each Best-of-N pool's shared prompt
-encoded once) against scoring one sequence at a time, on the same (prompt, response) pairs."""
+encoded once) against scoring one sequence at a time, on the same (prompt, response) pairs: in fp32 (how
+golden reward models score) and, where the CPU has native bf16, in bf16 (how proxy reward models score
+there)."""
 
 from __future__ import annotations
 
@@ -12,7 +14,16 @@ from afd.config.run import RMTextFormat, SamplingConfig
 from afd.generation.sampling import sample_responses
 from afd.models.loading import load_tokenizer
 from afd.rewards.classifier import ClassifierReward, encode_pairs
-from benchmarks.common import SMOLLM2, PeakRSS, Row, chitchat_test_prompts, load_smollm2, smollm2_dir, timed
+from benchmarks.common import (
+    SMOLLM2,
+    PeakRSS,
+    Row,
+    chitchat_test_prompts,
+    load_smollm2,
+    precision,
+    smollm2_dir,
+    timed,
+)
 
 
 def plain_batched(model, ids, batch_size: int, pad: int) -> np.ndarray:
@@ -43,7 +54,8 @@ def run(n_prompts: int = 2, pool: int = 16, context_turns: int = 8, repeats: int
     # Real pools: SmolLM2's own samples for real prompts.
     policy, tok = load_smollm2(torch.float32)
     prompts = chitchat_test_prompts(n_prompts, context_turns)
-    responses = sample_responses(policy, tok, prompts, pool, SamplingConfig(), seed=0, bf16=True)
+    native_bf16 = precision().bf16
+    responses = sample_responses(policy, tok, prompts, pool, SamplingConfig(), seed=0, bf16=native_bf16)
     del policy
     flat_prompts = [p for p in prompts for _ in range(pool)]
     flat_responses = [r for rs in responses for r in rs]
@@ -52,7 +64,6 @@ def run(n_prompts: int = 2, pool: int = 16, context_turns: int = 8, repeats: int
     tok = load_tokenizer(str(source), SMOLLM2)
     rm = AutoModelForSequenceClassification.from_pretrained(source, num_labels=1, dtype=torch.float32).eval()
     rm.config.pad_token_id = tok.pad_token_id
-    rm_bf16 = copy.deepcopy(rm).to(torch.bfloat16)
     batch_size = 16  # the rm.batch_size and golden batch_size default
     ids = encode_pairs(tok, RMTextFormat.chat_template, flat_prompts, flat_responses, 512)
     lengths = [len(x) for x in ids]
@@ -64,12 +75,13 @@ def run(n_prompts: int = 2, pool: int = 16, context_turns: int = 8, repeats: int
     print(f"[scoring] {setting}", flush=True)
 
     rows = []
-    for precision in ("fp32", "bf16"):
-        bf16 = precision == "bf16"
-        # afd as it scores: golden RMs in fp32, proxy RMs under bf16 autocast on fp32 weights. The
-        # one-at-a-time baseline gets its fastest plain setting: fp32 weights, or bf16 weights for bf16.
+    # afd as it scores: golden RMs in fp32, proxy RMs under bf16 autocast on fp32 weights where bf16 is
+    # native (else in fp32 too: emulated bf16 would only measure the emulation). The one-at-a-time baseline
+    # gets its fastest plain setting: fp32 weights, or bf16 weights for bf16.
+    for bf16 in (False, True) if native_bf16 else (False,):
+        name = "bf16" if bf16 else "fp32"
         reward = ClassifierReward("rm", rm, tok, RMTextFormat.chat_template, 512, batch_size, bf16=bf16)
-        single_model = rm_bf16 if bf16 else rm
+        single_model = copy.deepcopy(rm).to(torch.bfloat16) if bf16 else rm
         reward.score(flat_prompts[:2], flat_responses[:2])  # warm-up
         one_at_a_time(single_model, ids[:2])
         with PeakRSS() as afd_mem:
@@ -77,10 +89,10 @@ def run(n_prompts: int = 2, pool: int = 16, context_turns: int = 8, repeats: int
         with PeakRSS() as single_mem:
             single_s, single_scores = timed(lambda m=single_model: one_at_a_time(m, ids), 1)
         agree = np.abs(afd_scores - single_scores).max()
-        print(f"[scoring] {precision}: afd {afd_s:.2f} s, one at a time {single_s:.2f} s", flush=True)
+        print(f"[scoring] {name}: afd {afd_s:.2f} s, one at a time {single_s:.2f} s", flush=True)
         rows.append(
             Row(
-                f"reward scoring {precision} vs one at a time",
+                f"reward scoring {name} vs one at a time",
                 n / afd_s,
                 n / single_s,
                 "sequences/s",
