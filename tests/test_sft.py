@@ -143,3 +143,33 @@ def test_bf16_autocast_learns_what_fp32_learns(make_context, tiny_model_dir, tmp
     assert len(logs["fp32"]) == 4
     assert logs["bf16"] == pytest.approx(logs["fp32"], rel=0.02)
     assert logs["bf16"] != logs["fp32"], "the bf16 run really ran under autocast"
+
+
+def test_activation_checkpointing_trains_the_same_steps(make_context, tiny_model_dir, tmp_path, monkeypatch):
+    """Recomputing activations in the backward pass changes memory, not what is learned: the same
+    per-step losses and final weights as keeping them. Catches a knob that never reaches the model (the
+    enabling call is recorded) or a recomputation that differs (dropout, RNG)."""
+    from transformers import PreTrainedModel
+
+    enabled = []
+    enable = PreTrainedModel.activation_checkpointing_enable
+
+    def record(self, *args, **kwargs):
+        enabled.append(type(self).__name__)
+        return enable(self, *args, **kwargs)
+
+    monkeypatch.setattr(PreTrainedModel, "activation_checkpointing_enable", record)
+    runs = {}
+    for on in (False, True):
+        enabled.clear()
+        extra = [
+            f"objective.sft.trainer.activation_checkpointing={str(on).lower()}",
+            "objective.sft.trainer.logging_steps=1",
+        ]
+        ctx, _, _, sft, _ = _train(make_context, tiny_model_dir, tmp_path / str(on), extra)
+        log = json.loads((sft.path / "train_log.json").read_text())
+        runs[on] = ([h["loss"] for h in log if "loss" in h], sft.get()[0].state_dict())
+        assert bool(enabled) is on, enabled
+    assert runs[True][0] == pytest.approx(runs[False][0], rel=1e-5)
+    for name, value in runs[False][1].items():
+        torch.testing.assert_close(runs[True][1][name], value, rtol=1e-5, atol=1e-6)

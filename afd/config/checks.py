@@ -117,6 +117,8 @@ AFD_SET_TRAINER_ARGS = frozenset(
         "logging_steps",
         "save_steps",
         "save_strategy",
+        "activation_checkpointing",
+        "gradient_checkpointing",
         "save_total_limit",
         "max_length",
         "remove_unused_columns",

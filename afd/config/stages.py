@@ -33,6 +33,10 @@ class TrainerSettings:
     """Checkpoint (model, optimizer, scheduler, RNG) every this many steps into the stage's partial cache
     directory, so that a run killed mid-stage resumes from the last checkpoint; 0 never checkpoints.
     The checkpoints are deleted once the entry is published."""
+    activation_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them: about a third
+    more compute for activation memory of one layer instead of all (SmolLM2 SFT at batch 8 on CPU:
+    README, Performance). Off by default: speed first; turn it on when memory is what binds."""
     trl_args: Dict[str, Any] = field(default_factory=dict)
     """Extra keyword arguments passed verbatim to the stage's TRL config (e.g. warmup_steps,
     lr_scheduler_type); afd's own typed knobs may not be repeated here."""

@@ -33,9 +33,9 @@ def common_trainer_args(
         "use_cpu": ctx.device.type == "cpu",
         "bf16": ctx.bf16,
         "fp16": False,
-        # Small models do not need it, and transformers 5.23 warns on TRL's default.
+        # The deprecated alias left unset: transformers 5.23 warns on TRL's default for it.
         "gradient_checkpointing": None,
-        "activation_checkpointing": False,
+        "activation_checkpointing": trainer.activation_checkpointing,
         "report_to": ctx.tracker.report_to if report_to is None else report_to,
         # Stages save their result into the cache themselves; checkpoints are for resuming only.
         "save_strategy": "steps" if save_steps > 0 else "no",
