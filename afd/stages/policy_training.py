@@ -22,7 +22,7 @@ from afd.models.policies import PolicyHandle, saved_policy
 from afd.runtime.cache import plain
 from afd.runtime.context import RunContext
 from afd.runtime.distributed import is_main_process, world_size
-from afd.stages.trainer_args import ReleaseFreedMemory, last_checkpoint
+from afd.stages.trainer_args import last_checkpoint
 
 ADAPTER = "adapter"
 """A LoRA-trained policy's entry keeps its adapters here (the merged weights are the entry itself)."""
@@ -78,7 +78,6 @@ def train_policy_stage(
         else:
             policy = apply_lora(policy, lora)
         trainer = make_trainer(policy, tokenizer, out)
-        trainer.add_callback(ReleaseFreedMemory())
         trainer.train(resume_from_checkpoint=last_checkpoint(out))
         if is_main_process() and lora.enabled:
             # The adapters alone, and the policy they sit on, for a later stage that continues them.

@@ -21,7 +21,7 @@ from afd.rewards.classifier import ClassifierReward
 from afd.runtime.context import RunContext
 from afd.runtime.distributed import is_main_process, world_size
 from afd.stages.classifier_trainer import SharedPrefixRewardTrainer, pair_batches
-from afd.stages.trainer_args import ReleaseFreedMemory, common_trainer_args, last_checkpoint
+from afd.stages.trainer_args import common_trainer_args, last_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,6 @@ def train_reward_model(
         model.config.pad_token_id = tokenizer.pad_token_id
         model = apply_lora(model, cfg.lora, task_type="SEQ_CLS")
         trainer = _trainer(ctx, cfg, model, tokenizer, pairs, out)
-        trainer.add_callback(ReleaseFreedMemory())
         trainer.train(resume_from_checkpoint=last_checkpoint(out))
         trained = trainer.model.merge_and_unload() if cfg.lora.enabled else trainer.model
         if is_main_process():  # the copy the cache publishes

@@ -6,12 +6,9 @@ checkpointing defaults, CPU use, and logging into the run's tracker.
 
 from __future__ import annotations
 
-import ctypes
 import logging
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
 
 from afd.config.stages import TrainerSettings
 from afd.runtime.context import RunContext
@@ -54,20 +51,3 @@ def last_checkpoint(out: Path) -> str | None:
     if checkpoints:
         log.info("resuming training from %s", checkpoints[-1])
     return str(checkpoints[-1]) if checkpoints else None
-
-
-def _malloc_trim() -> None:
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: nothing to hand back this way
-        pass
-
-
-class ReleaseFreedMemory(TrainerCallback):
-    """Hands the memory a training step freed back to the OS after every step (glibc's malloc_trim).
-
-    Batches of varying shape (length-grouped, prompt-grouped) leave glibc's heaps fragmented: freed
-    activation buffers stay resident and the process grows with the run although the live tensors do not."""
-
-    def on_step_end(self, args, state, control, **kwargs):
-        _malloc_trim()
