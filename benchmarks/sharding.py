@@ -15,7 +15,7 @@ from pathlib import Path
 
 from benchmarks.common import Row
 
-N_PROMPTS, N = 16, 16
+N_PROMPTS, N = 8, 16
 
 
 def worker(out_file: str) -> None:
