@@ -17,8 +17,9 @@ from omegaconf.errors import MissingMandatoryValue
 from afd.config import register_configs, to_run_config
 from afd.config.run import LoggerKind, RunConfig
 from afd.runtime import distributed
-from afd.runtime.cache import StageCache, peak_rss_gb
+from afd.runtime.cache import StageCache
 from afd.runtime.errors import UserError
+from afd.runtime.memory import peak_rss_gb
 from afd.runtime.preflight import check_run, debug_enabled, preflight
 from afd.runtime.tracking import tracking, write_json
 
@@ -76,10 +77,11 @@ def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
         )
         metrics = run_objective(ctx, cfg.objective)
         write_json(output_dir / "metrics.json", metrics)
-        # Not metrics: what a run costs depends on what the cache held, its results must not.
-        write_json(output_dir / "resources.json", {"stages": ctx.cache.builds, "peak_rss_gb": peak_rss_gb()})
         tracker.log(metrics)
         tracker.summary(metrics)
+    # Not metrics: what a run costs depends on what the cache held, its results must not. Written after
+    # the tracker has closed, so that the process's peak covers all of the run.
+    write_json(output_dir / "resources.json", {"stages": ctx.cache.builds, "peak_rss_gb": peak_rss_gb()})
     log.info("wrote %s", output_dir / "metrics.json")
     return metrics
 

@@ -169,17 +169,19 @@ def response_logprobs(
             ids, split, groups, batch_size, pad, desc
         ):
             result, last = forward_with_prefixes(model, prefixes, src, suffix, mask, pad, lm_logits=True)
-            logits = result.logits.float()
-            if last is not None:
-                # The prefix's last logits first: column c is then sequence position split - 1 + c.
-                logits = torch.cat([last[:, None], logits], dim=1)
-            logp = torch.log_softmax(logits, dim=-1)
+            logits = result.logits
             done += idx
             for row, i in enumerate(idx):
                 start, end = len(prompt_ids[i]), len(ids[i])
-                # Token t is predicted at sequence position t - 1.
-                offset = split[i] - 1 if last is not None else 0
-                targets = torch.tensor(ids[i][start:end], device=logp.device)
-                cols = torch.arange(start - 1 - offset, end - 1 - offset, device=logp.device)
-                out[i] = float(logp[row, cols, targets].sum())
+                # Token t is predicted at sequence position t - 1; the suffix's column c is position
+                # split + c, and the prefix's last logits (position split - 1) predict its first token.
+                first = start - 1 - split[i] if last is not None else start - 1
+                rows = logits[row, max(first, 0) : end - 1 - (split[i] if last is not None else 0)]
+                if first < 0:
+                    rows = torch.cat([last[row, None], rows])
+                # One row's positions at a time, without a log-softmax copy of the whole batch's logits.
+                rows = rows.float()
+                targets = torch.tensor(ids[i][start:end], device=rows.device)
+                picked = rows.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(rows, dim=-1)
+                out[i] = float(picked.sum())
     return gather_scores(out, done)

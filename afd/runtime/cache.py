@@ -16,7 +16,6 @@ import hashlib
 import json
 import logging
 import os
-import resource
 import shutil
 import time
 from dataclasses import asdict, is_dataclass
@@ -26,6 +25,7 @@ from typing import Any, Callable, Iterator
 
 from afd.runtime.distributed import is_main_process, main_process_value, wait_for_everyone
 from afd.runtime.fingerprint import FileDigests, environment
+from afd.runtime.memory import StagePeak, peak_rss_gb
 
 log = logging.getLogger(__name__)
 
@@ -134,19 +134,14 @@ def _build(target: Path, build: Callable[[Path], None], resumable: bool) -> Path
     return target
 
 
-def peak_rss_gb() -> float:
-    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
-
-
 class StageCache:
     def __init__(self, root: str | Path):
         self.root = Path(root).expanduser()
         self.digests = FileDigests(self.root)
         """Content digests of the local files stages read, remembered in the cache directory."""
         self.builds: list[dict[str, Any]] = []
-        """What each stage built in this process cost: wall seconds and the process's peak RSS before and
-        after (a stage that raised the peak holds it; run directories keep it as resources.json)."""
+        """What each stage built in this process cost: wall seconds, resident memory when it began and its
+        own peak (sampled), and the process's peak after it (run directories keep it as resources.json)."""
 
     def entry(self, stage: str, spec: dict[str, Any]) -> Path:
         return self.root / stage / stage_key(stage, spec)
@@ -173,22 +168,24 @@ class StageCache:
                     )
                 )
 
-            start, peak_before = time.perf_counter(), peak_rss_gb()
-            built = _build(final, build_with_spec, resumable)
+            start = time.perf_counter()
+            with StagePeak() as memory:
+                built = _build(final, build_with_spec, resumable)
             record = {
                 "stage": stage,
                 "key": final.name,
                 "seconds": round(time.perf_counter() - start, 1),
-                "peak_rss_gb_before": round(peak_before, 2),
-                "peak_rss_gb_after": round(peak_rss_gb(), 2),
+                "rss_gb_start": round(memory.start_gb, 2),
+                "rss_gb_peak": round(memory.peak_gb, 2),
+                "process_peak_rss_gb": round(peak_rss_gb(), 2),
             }
             self.builds.append(record)
             log.info(
-                "built %s %s in %.0f s; process peak RSS %.2f GB (%.2f before)",
+                "built %s %s in %.0f s; resident memory %.2f GB at its start, %.2f GB at its peak",
                 stage,
                 final.name,
                 record["seconds"],
-                record["peak_rss_gb_after"],
-                record["peak_rss_gb_before"],
+                record["rss_gb_start"],
+                record["rss_gb_peak"],
             )
             return built

@@ -22,6 +22,7 @@ from afd.models.policies import PolicyHandle, saved_policy
 from afd.runtime.cache import plain
 from afd.runtime.context import RunContext
 from afd.runtime.distributed import is_main_process, world_size
+from afd.stages.fused_head import fused_head_for
 from afd.stages.trainer_args import last_checkpoint
 
 ADAPTER = "adapter"
@@ -61,9 +62,15 @@ def train_policy_stage(
         )
 
     def build(out: Path) -> None:
-        under, tokenizer = (reference if continues_adapter else start).get()
+        source = reference if continues_adapter else start
+        under, tokenizer = source.get()
         # The loaded policies stay intact: later stages sample them, score them, or use them as reference.
         policy = copy.deepcopy(under)
+        # No trainer reads the loaded original (TRL loads its KL reference from disk, see below): it is
+        # dropped while the copy trains and read back from its file if a later stage needs it (SmolLM2:
+        # 0.54 GB less at the stage's peak for a second load of about two seconds).
+        del under
+        source.release()
         # TRL 1.16 builds the frozen KL reference by loading `config._name_or_path` when it is given none
         # (DPOTrainer without ref_model and PEFT; GRPOTrainer and RLOOTrainer whenever beta > 0). That
         # path is wherever the weights were last loaded from: the base model for a pi_SFT trained in this
@@ -77,8 +84,9 @@ def train_policy_stage(
             )
         else:
             policy = apply_lora(policy, lora)
-        trainer = make_trainer(policy, tokenizer, out)
-        trainer.train(resume_from_checkpoint=last_checkpoint(out))
+        with fused_head_for(ctx.device):
+            trainer = make_trainer(policy, tokenizer, out)
+            trainer.train(resume_from_checkpoint=last_checkpoint(out))
         if is_main_process() and lora.enabled:
             # The adapters alone, and the policy they sit on, for a later stage that continues them.
             trainer.model.save_pretrained(out / ADAPTER)

@@ -1,0 +1,58 @@
+"""Resident memory of this process: its peak so far, and the peak inside one stage.
+
+The kernel keeps one high-water mark per process (ru_maxrss): once SFT has set it, it hides what every
+later stage needs. A stage's own peak is sampled instead, by a thread reading /proc/self/statm.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import threading
+from types import TracebackType
+
+PAGE_GB = os.sysconf("SC_PAGE_SIZE") / 2**30
+SAMPLE_SECONDS = 0.05
+"""How often a StagePeak reads the resident set: a shorter spike can be missed (tensors that large take
+longer than this to fill)."""
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def rss_gb() -> float:
+    """This process's resident memory now."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * PAGE_GB
+    except OSError:  # not Linux: the peak so far is the best bound there is
+        return peak_rss_gb()
+
+
+class StagePeak:
+    """`with StagePeak() as p:` samples the resident set while the block runs; afterwards `p.start_gb`
+    and `p.peak_gb` hold the resident memory when it began and the highest reading (sampled every
+    SAMPLE_SECONDS, and at both ends)."""
+
+    def __init__(self) -> None:
+        self.start_gb = self.peak_gb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="afd-rss", daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(SAMPLE_SECONDS):
+            self.peak_gb = max(self.peak_gb, rss_gb())
+
+    def __enter__(self) -> StagePeak:
+        self.start_gb = self.peak_gb = rss_gb()
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak_gb = max(self.peak_gb, rss_gb())
