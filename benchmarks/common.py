@@ -7,7 +7,6 @@ import ctypes
 import gc
 import os
 import statistics
-import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -17,6 +16,7 @@ from typing import Any, Callable
 import torch
 
 from afd.config.run import ComputeConfig, DatasetConfig, DatasetSource, ModelConfig
+from afd.runtime.memory import StagePeak
 
 SMOLLM2 = ModelConfig(
     name="smollm2_135m",
@@ -97,11 +97,6 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> fl
     return 2 * n**3 / seconds
 
 
-def _rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _release_freed_memory() -> None:
     """Hand memory freed by earlier work back to the OS, so that the next block's peak counts its own."""
     gc.collect()
@@ -111,30 +106,21 @@ def _release_freed_memory() -> None:
         pass
 
 
-class PeakRSS:
-    """Peak resident memory of this process inside the block, above its level on entry (sampled every
-    2 ms from /proc/self/statm by a thread; torch releases the GIL in its kernels)."""
+class PeakRSS(StagePeak):
+    """Peak resident memory of this process inside the block, above its level on entry (after freed
+    memory went back to the OS), sampled every 2 ms: a benchmark's blocks are short."""
+
+    def __init__(self) -> None:
+        super().__init__(every=0.002)
 
     def __enter__(self) -> PeakRSS:
         _release_freed_memory()
-        self.start = self.peak = _rss_bytes()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        super().__enter__()
         return self
-
-    def _poll(self) -> None:
-        while not self._stop.wait(0.002):
-            self.peak = max(self.peak, _rss_bytes())
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak = max(self.peak, _rss_bytes())
 
     @property
     def mib(self) -> float:
-        return (self.peak - self.start) / 2**20
+        return (self.peak_gb - self.start_gb) * 1024
 
 
 @dataclass

@@ -34,15 +34,16 @@ def rss_gb() -> float:
 class StagePeak:
     """`with StagePeak() as p:` samples the resident set while the block runs; afterwards `p.start_gb`
     and `p.peak_gb` hold the resident memory when it began and the highest reading (sampled every
-    SAMPLE_SECONDS, and at both ends)."""
+    `every` seconds, and at both ends; torch releases the GIL in its kernels)."""
 
-    def __init__(self) -> None:
+    def __init__(self, every: float = SAMPLE_SECONDS) -> None:
+        self.every = every
         self.start_gb = self.peak_gb = 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, name="afd-rss", daemon=True)
 
     def _sample(self) -> None:
-        while not self._stop.wait(SAMPLE_SECONDS):
+        while not self._stop.wait(self.every):
             self.peak_gb = max(self.peak_gb, rss_gb())
 
     def __enter__(self) -> StagePeak:
