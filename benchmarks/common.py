@@ -3,8 +3,6 @@ matmul peak, peak memory, result rows."""
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import os
 import statistics
 import time
@@ -16,7 +14,7 @@ from typing import Any, Callable
 import torch
 
 from afd.config.run import ComputeConfig, DatasetConfig, DatasetSource, ModelConfig
-from afd.runtime.memory import StagePeak
+from afd.runtime.memory import StagePeak, release_freed_memory
 
 SMOLLM2 = ModelConfig(
     name="smollm2_135m",
@@ -97,15 +95,6 @@ def matmul_peak_flops(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> fl
     return 2 * n**3 / seconds
 
 
-def _release_freed_memory() -> None:
-    """Hand memory freed by earlier work back to the OS, so that the next block's peak counts its own."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc
-        pass
-
-
 class PeakRSS(StagePeak):
     """Peak resident memory of this process inside the block, above its level on entry (after freed
     memory went back to the OS), sampled every 2 ms: a benchmark's blocks are short."""
@@ -114,7 +103,7 @@ class PeakRSS(StagePeak):
         super().__init__(every=0.002)
 
     def __enter__(self) -> PeakRSS:
-        _release_freed_memory()
+        release_freed_memory()
         super().__enter__()
         return self
 

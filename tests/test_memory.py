@@ -3,8 +3,16 @@
 import time
 
 import torch
+from test_reward_models import separable_pairs
 
-from afd.runtime.memory import StagePeak, peak_rss_gb, rss_gb
+import afd.stages.reward_model as reward_model
+from afd.data import load_splits
+from afd.data.pairs import split_heldout
+from afd.models.policies import init_policy
+from afd.runtime.memory import StagePeak, peak_rss_gb, release_freed_memory, rss_gb
+from afd.stages.sft import train_sft
+
+from conftest import tiny_overrides
 
 
 def test_a_stage_peak_sees_memory_freed_before_the_stage_ends():
@@ -19,3 +27,46 @@ def test_a_stage_peak_sees_memory_freed_before_the_stage_ends():
     assert stage.peak_gb <= peak_rss_gb() + 0.01
     # Freed at the end: what is resident now is well below the sampled peak (torch returns large blocks).
     assert rss_gb() < stage.peak_gb - 0.1
+
+
+def test_freed_memory_in_heap_holes_goes_back_to_the_os():
+    """What a stage frees between blocks it keeps (heap holes glibc cannot trim from the top) stays
+    resident until release_freed_memory: catches a release that only collects garbage."""
+    blocks = [bytearray(100_000) for _ in range(3000)]  # 300 MB of heap chunks below the mmap threshold
+    for b in blocks:
+        b[::4096] = b"\x01" * len(b[::4096])  # touch every page
+    kept = blocks[::20]  # every 20th stays, down to the last one: the heap's top cannot shrink
+    del blocks
+    held = rss_gb()
+    release_freed_memory()
+    assert held - rss_gb() > 0.2
+    assert len(kept) == 150
+
+
+def test_training_stages_drop_loaded_policies_and_load_them_again(
+    make_context, tiny_model_dir, tmp_path, monkeypatch
+):
+    """SFT and the reward model train with no policy of the run loaded (each holds its weights through the
+    stage's peak); a later stage's get() loads the same weights again. Catches a stage that keeps them, and
+    a release that loses the policy."""
+    overrides = [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), "objective.reward.trainer.max_steps=2"]
+    ctx = make_context([*overrides, "objective.sft.trainer.max_steps=2"])
+    init = init_policy(ctx)
+    before = {k: v.clone() for k, v in init.get()[0].state_dict().items()}
+    loaded = []
+    real_reward_trainer = reward_model._trainer
+
+    def spy(*args, **kwargs):
+        loaded.append([h.name for h in ctx.policies if h._loaded is not None])
+        return real_reward_trainer(*args, **kwargs)
+
+    sft = train_sft(ctx, init, load_splits(ctx.cfg.dataset)["train"], ctx.cfg.objective.sft)
+    assert init._loaded is None, "SFT dropped pi_init while it trained"
+    sft.get()
+    monkeypatch.setattr(reward_model, "_trainer", spy)
+    train = split_heldout(separable_pairs(), 0.25, seed=0)[0]
+    cfg = make_context(overrides).cfg.objective.reward
+    reward_model.train_reward_model(ctx, str(tiny_model_dir), {"model": "tiny"}, train, cfg)
+    assert loaded == [[]], "no policy loaded while the reward model trains"
+    after = init.get()[0].state_dict()
+    assert all(torch.equal(after[k], v) for k, v in before.items())

@@ -75,12 +75,14 @@ def init_policy(ctx: RunContext) -> PolicyHandle:
             )
         return source
 
-    return PolicyHandle(
+    handle = PolicyHandle(
         "init",
         {"model": cfg.model, "weights": model_identity(cfg.model, ctx.cache.digests)},
         lambda: load_policy(cfg.model, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype),
         locate=locate,
     )
+    ctx.policies.append(handle)
+    return handle
 
 
 def saved_policy(ctx: RunContext, name: str, path: Path, spec: dict[str, Any]) -> PolicyHandle:
@@ -94,6 +96,16 @@ def saved_policy(ctx: RunContext, name: str, path: Path, spec: dict[str, Any]) -
         revision=None,
         lora=LoraSettings(enabled=False),
     )
-    return PolicyHandle(
+    handle = PolicyHandle(
         name, spec, lambda: load_policy(model_cfg, ctx.cfg.paths.cache_dir, ctx.device, ctx.dtype), path=path
     )
+    ctx.policies.append(handle)
+    return handle
+
+
+def release_policies(ctx: RunContext) -> None:
+    """Drop every loaded policy of the run. A training stage calls it once it holds what it trains: the
+    trainer needs none of them (TRL loads a KL reference from disk), and each would hold its weights
+    through the stage's peak (SmolLM2: 0.54 GB apiece). A later stage that needs one loads it again."""
+    for handle in ctx.policies:
+        handle.release()

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 
 from afd.runtime.distributed import is_main_process, main_process_value, wait_for_everyone
 from afd.runtime.fingerprint import FileDigests, environment
-from afd.runtime.memory import StagePeak, peak_rss_gb
+from afd.runtime.memory import StagePeak, peak_rss_gb, release_freed_memory
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +171,7 @@ class StageCache:
             start = time.perf_counter()
             with StagePeak() as memory:
                 built = _build(final, build_with_spec, resumable)
+            release_freed_memory()
             record = {
                 "stage": stage,
                 "key": final.name,

@@ -65,6 +65,7 @@ def train_reward_model(
 
     from afd.models.loading import load_tokenizer
     from afd.models.lora import apply_lora
+    from afd.models.policies import release_policies
 
     spec = {
         "init": init_spec,
@@ -82,6 +83,7 @@ def train_reward_model(
     }
 
     def build(out: Path) -> None:
+        release_policies(ctx)  # the classifier loads its own weights from init_dir
         tokenizer = load_tokenizer(init_dir, ctx.cfg.model)
         model = AutoModelForSequenceClassification.from_pretrained(init_dir, num_labels=1, dtype=ctx.dtype)
         # Sequence classification pools the last non-pad token, found through config.pad_token_id.

@@ -35,17 +35,19 @@ class LogRatioReward:
 
     name = "log_ratio"
 
-    def __init__(self, sft, init, tokenizer, max_prompt_tokens: int, batch_size: int):
-        self.sft, self.init, self.tokenizer = sft, init, tokenizer
+    def __init__(self, sft, init, max_prompt_tokens: int, batch_size: int):
+        # The policies' handles, not their models: a training stage may drop the loaded models while it
+        # trains (afd.models.policies.release_policies), and they load again when this scores.
+        self.sft, self.init = sft, init
         self.max_prompt_tokens, self.batch_size = max_prompt_tokens, batch_size
 
     def score(self, prompts, responses):
         from afd.generation.scoring import response_logprobs
 
-        args = (self.tokenizer, prompts, responses, self.max_prompt_tokens, self.batch_size)
-        return response_logprobs(self.sft, *args, desc="log pi_SFT") - response_logprobs(
-            self.init, *args, desc="log pi_init"
-        )
+        sft, tokenizer = self.sft.get()
+        args = (tokenizer, prompts, responses, self.max_prompt_tokens, self.batch_size)
+        sft_logprobs = response_logprobs(sft, *args, desc="log pi_SFT")
+        return sft_logprobs - response_logprobs(self.init.get()[0], *args, desc="log pi_init")
 
 
 def build(ctx: RunContext, prep: Prepared, cfg: LogRatioConfig) -> BuiltReward:
@@ -57,10 +59,8 @@ def build(ctx: RunContext, prep: Prepared, cfg: LogRatioConfig) -> BuiltReward:
         negatives=Source.init, positives=Source.sft, samples_per_prompt=cfg.samples_per_prompt
     )
     heldout = split_heldout(build_pairs(ctx, prep, init_sft).pairs, cfg.heldout_fraction, ctx.cfg.seed)[1]
-    init, tokenizer = prep.init.get()
-    sft, _ = prep.sft.get()
     reward = LogRatioReward(
-        sft, init, tokenizer, ctx.cfg.sampling.max_prompt_tokens, ctx.cfg.scoring.batch_size
+        prep.sft, prep.init, ctx.cfg.sampling.max_prompt_tokens, ctx.cfg.scoring.batch_size
     )
     spec = {"log_ratio": {"sft": prep.sft.spec, "init": prep.init.spec}}
     return BuiltReward(reward, heldout_accuracy(reward, heldout, pointwise=False), spec)
