@@ -1,6 +1,7 @@
 """Where the time goes: torch.profiler over one SFT training step (forward, backward, AdamW) of SmolLM2 on
-8 chitchat demonstrations, and over a Best-of-N decode (afd's sampler, N=16, 2 prompts), in the run's
-precision. Prints each profile's top operators by self CPU time: `python -m benchmarks.profile`.
+8 chitchat demonstrations, over a Best-of-N decode (afd's sampler, N=16, 2 prompts), and over reward
+scoring of one such pool (afd's ClassifierReward: the prompt once, its 16 responses from its KV cache),
+in the run's precision. Prints each profile's top operators by self CPU time: `python -m benchmarks.profile`.
 The closing notes of the performance work quote it where a target is missed."""
 
 from __future__ import annotations
@@ -63,12 +64,33 @@ def decode(model, tok, bf16: bool) -> None:
     _top(prof, f"Best-of-N decode, 2 prompts x N=16, {cfg.max_new_tokens} new tokens")
 
 
+def scoring(tok, bf16: bool) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from afd.config.run import RMTextFormat
+    from afd.rewards.classifier import ClassifierReward
+    from benchmarks.common import smollm2_dir
+
+    rm = AutoModelForSequenceClassification.from_pretrained(smollm2_dir(), num_labels=1, dtype=torch.float32)
+    rm.config.pad_token_id = tok.pad_token_id
+    reward = ClassifierReward("rm", rm, tok, RMTextFormat.chat_template, 512, 16, bf16=bf16)
+    prompts = chitchat_test_prompts(1, 8) * 16
+    # Replies of chitchat length (20-40 tokens), different per row as a pool's are.
+    responses = [" ".join(["that sounds like a lot of fun"] * (3 + i % 3)) + f" {i}" for i in range(16)]
+    reward.score(prompts[:2], responses[:2])  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        reward.score(prompts, responses)
+    _top(prof, "reward scoring, 1 prompt x a pool of 16 responses, batch_size 16")
+
+
 def main() -> None:
     bf16 = precision().bf16
     model, tok = load_smollm2(torch.float32)
     print(f"precision: fp32 weights{' + bf16 autocast' if bf16 else ''}, {torch.get_num_threads()} threads")
     sft_step(model, tok, bf16)
     decode(model, tok, bf16)
+    del model
+    scoring(tok, bf16)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ log = logging.getLogger(__name__)
 def _trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: Sequence[Pair], out: Path):
     from transformers import TrainingArguments
 
+    if cfg.trainer.activation_checkpointing:  # RewardModelConfig.checks says so to users at the door
+        raise ValueError("the shared-prompt reward-model trainer cannot use activation checkpointing")
     pointwise = cfg.loss is RMLoss.bce
     max_length = ctx.cfg.model.max_length
     warn_pairs_over_length(
