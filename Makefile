@@ -30,7 +30,8 @@ test: $(STAMP)
 test-slow: $(STAMP)
 	$(OFFLINE) $(VENV)/bin/pytest -q -m slow
 
-# Sampling, scoring and SFT against their plain baselines, side by side (about 7 minutes on 2 cores;
+# Sampling, scoring and training against their plain baselines, side by side (with ARGS=--cpu on an
+# fp32-only 2-core CPU: sft 5, reward_model 4, scoring 2, sampling 7 minutes;
 # run it on an otherwise idle machine). `make bench ARGS=sampling` runs one.
 bench: $(STAMP)
 	$(OFFLINE) $(PY) -m benchmarks.run $(ARGS)
