@@ -151,3 +151,49 @@ def test_prompt_shared_training_batches_score_and_differentiate_like_whole_seque
     whole.sum().backward()
     for name, grad in shared_grads.items():
         assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-5), name
+
+
+def test_a_training_batch_of_whole_sequences_recomputes_its_layers_with_the_same_gradients(
+    tiny_rm_dir, monkeypatch
+):
+    """A batch whose sequences share no prefix (sequences cut to max_length from the left share nothing
+    with their group) goes through the model whole; without activation checkpointing a batch of long ones
+    holds every layer's activations (SmolLM2, 8 x 512 tokens: +5.6 GB in make run). Its layers must run
+    again in the backward pass, give a plain forward's gradients, and be left uncheckpointed after: the
+    prompt-shared path needs the KV cache that checkpointing drops."""
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    from afd.data.pairs import Pair
+    from afd.stages.classifier_trainer import pair_batches, shared_prefix_scores
+
+    tok = AutoTokenizer.from_pretrained(tiny_rm_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_rm_dir, num_labels=1)
+    model.config.pad_token_id = tok.pad_token_id
+    model.train()
+    prompt = [{"role": "user", "content": "hello there how are you doing on this fine day " * 3}]
+    pairs = [Pair("a", prompt, "i love it so much", "i feel tired and sad today")]
+    (batch,) = pair_batches(tok, pairs, 12, per_batch=2, pointwise=True, seed=0)
+    assert not batch["prefixes"], "the cut sequences start differently: nothing shared, the batch goes whole"
+    # Counted in forward itself: a recompute does not run the module's hooks.
+    mlp_calls, mlp_forward, first_mlp = [], LlamaMLP.forward, model.model.layers[0].mlp
+
+    def counted(self, *args, **kwargs):
+        mlp_calls.extend([1] if self is first_mlp else [])
+        return mlp_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+
+    scores = shared_prefix_scores(model, batch)
+    scores.sum().backward()
+    assert len(mlp_calls) == 2, "the first layer ran once forward and once more in the backward pass"
+    assert not any(layer.gradient_checkpointing for layer in model.model.layers)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    plain = model(input_ids=batch["suffix_ids"], attention_mask=batch["suffix_mask"]).logits[:, 0]
+    assert len(mlp_calls) == 3
+    assert torch.allclose(scores, plain, atol=1e-6)
+    plain.sum().backward()
+    for name, grad in grads.items():
+        assert torch.allclose(grad, model.get_parameter(name).grad, atol=1e-6), name
