@@ -56,6 +56,7 @@ def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     from afd.models.devices import resolve_device, resolve_dtype, use_bf16_autocast
     from afd.objectives import run_objective
     from afd.runtime.context import RunContext
+    from afd.runtime.memory import map_large_allocations
 
     _freeze_imports()
     output_dir = Path(cfg.paths.output_dir)
@@ -63,6 +64,8 @@ def _run(cfg: RunConfig, resolved: dict[str, Any]) -> dict[str, float]:
     (output_dir / "config.yaml").write_text(OmegaConf.to_yaml(resolved))
     if cfg.compute.threads > 0:
         torch.set_num_threads(cfg.compute.threads)
+    if cfg.compute.low_memory and not map_large_allocations():
+        log.warning("compute.low_memory: the C library is not glibc, memory is returned as it decides")
     set_seed(cfg.seed)
     device = resolve_device(cfg.compute)
     with tracking(cfg, output_dir, resolved) as tracker:

@@ -43,6 +43,34 @@ def test_freed_memory_in_heap_holes_goes_back_to_the_os():
     assert len(kept) == 150
 
 
+HOLES = """
+import sys, torch
+from afd.runtime.memory import map_large_allocations, rss_gb
+if sys.argv[1] == "low_memory":
+    assert map_large_allocations()
+big = torch.ones(4 * 2**20)  # 16 MB, mapped and freed: glibc then serves smaller tensors from its heap
+del big
+blocks = [torch.ones(2**18) for _ in range(1000)]  # 1 GB of 1 MB tensors
+kept = blocks[::10]  # every 10th stays, down to the last: the heap's top cannot shrink
+del blocks
+print(rss_gb())
+"""
+
+
+def test_low_memory_hands_freed_tensors_back_to_the_os_at_once():
+    """compute.low_memory: tensors freed between ones still held go back to the OS with no trim. The
+    control run shows why it is needed (and that the check can fail): by default they stay resident."""
+    import subprocess
+    import sys
+
+    def resident(mode: str) -> float:  # a process of its own: the setting is process-wide
+        out = subprocess.run([sys.executable, "-c", HOLES, mode], capture_output=True, text=True, check=True)
+        return float(out.stdout.split()[-1])
+
+    default, low = resident("default"), resident("low_memory")
+    assert default - low > 0.6, (default, low)
+
+
 def test_training_stages_drop_loaded_policies_and_load_them_again(
     make_context, tiny_model_dir, tmp_path, monkeypatch
 ):

@@ -78,7 +78,7 @@ def _read_job(path: Path) -> Job:
 
 
 # Resolved-config keys that may differ between the seeds of one variant without changing what it is.
-NOT_SETTINGS = ("seed", "experiment", "paths.", "logger.", "compute.threads")
+NOT_SETTINGS = ("seed", "experiment", "paths.", "logger.", "compute.threads", "compute.low_memory")
 
 
 def _flatten(node: object, prefix: str = "") -> dict[str, object]:
