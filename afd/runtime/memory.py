@@ -37,7 +37,7 @@ def release_freed_memory() -> None:
     """Collect garbage and hand the allocator's free pages back to the OS. glibc keeps what a stage freed
     (a trainer's optimizer state and activations, a sampler's KV cache) in holes of its heaps, where the
     next stage's differently-sized tensors often do not fit: without this, a run's resident set after SFT
-    stayed 2 GB above what it held, and the reward-model stage on top of that set the run's peak."""
+    stayed 2 GB above what it held into every stage after it."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -57,7 +57,8 @@ def map_large_allocations(threshold: int = LOW_MEMORY_MMAP_BYTES) -> bool:
     threshold to the size of the largest mapping freed so far (up to 32 MB), after which activations live
     in heap holes that a step's differently-sized tensors fragment: a SmolLM2 SFT step (8 x 512 tokens,
     activation checkpointing) peaked at 3.9 GB resident with a live set under 2 GB. The price is a page
-    fault per fresh 4 KiB page: the same step took 1.4x as long (/work/runs/step in the closing note)."""
+    fault per fresh 4 KiB page: that bare step took 1.4x as long, though make run's SFT and sampling
+    stages took no longer (README, Performance)."""
     try:
         return bool(ctypes.CDLL("libc.so.6").mallopt(M_MMAP_THRESHOLD, threshold))
     except (OSError, AttributeError):
