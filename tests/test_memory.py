@@ -32,7 +32,9 @@ def test_a_stage_peak_sees_memory_freed_before_the_stage_ends():
 def test_freed_memory_in_heap_holes_goes_back_to_the_os():
     """What a stage frees between blocks it keeps (heap holes glibc cannot trim from the top) stays
     resident until release_freed_memory: catches a release that only collects garbage."""
-    blocks = [bytearray(100_000) for _ in range(3000)]  # 300 MB of heap chunks below the mmap threshold
+    # 300 MB of heap chunks, below the mmap threshold also after compute.low_memory set it (a run's
+    # entrypoint earlier in this test process may have)
+    blocks = [bytearray(60_000) for _ in range(5000)]
     for b in blocks:
         b[::4096] = b"\x01" * len(b[::4096])  # touch every page
     kept = blocks[::20]  # every 20th stays, down to the last one: the heap's top cannot shrink
@@ -40,7 +42,7 @@ def test_freed_memory_in_heap_holes_goes_back_to_the_os():
     held = rss_gb()
     release_freed_memory()
     assert held - rss_gb() > 0.2
-    assert len(kept) == 150
+    assert len(kept) == 250
 
 
 HOLES = """
