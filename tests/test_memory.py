@@ -2,10 +2,12 @@
 
 import time
 
+import pytest
 import torch
 from test_reward_models import separable_pairs
 
 import afd.stages.reward_model as reward_model
+import afd.stages.sample as sample_stage
 from afd.data import load_splits
 from afd.data.pairs import split_heldout
 from afd.models.policies import init_policy
@@ -100,3 +102,29 @@ def test_training_stages_drop_loaded_policies_and_load_them_again(
     assert loaded == [[]], "no policy loaded while the reward model trains"
     after = init.get()[0].state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+@pytest.mark.parametrize("low_memory", [True, False])
+def test_a_sampling_stage_under_low_memory_samples_with_no_other_policy_loaded(
+    make_context, tiny_model_dir, tmp_path, monkeypatch, low_memory
+):
+    """make run samples pi_init and then pi_SFT on the align prompts: under compute.low_memory the second
+    stage must not hold the first's policy through its peak; without it the run keeps policies loaded for
+    the next stage that needs them. Catches a release that drops the stage's own policy too."""
+    ctx = make_context(
+        [*tiny_overrides(tiny_model_dir, tmp_path / "cache"), f"compute.low_memory={str(low_memory).lower()}"]
+    )
+    earlier, sampled = init_policy(ctx), init_policy(ctx)
+    earlier.get()
+    loaded = []
+    real_sample_responses = sample_stage.sample_responses
+
+    def spy(model, *args, **kwargs):
+        own = sampled._loaded is not None and sampled._loaded[0] is model
+        loaded.append((earlier._loaded is not None, own))
+        return real_sample_responses(model, *args, **kwargs)
+
+    monkeypatch.setattr(sample_stage, "sample_responses", spy)
+    split = load_splits(ctx.cfg.dataset)["test"].select(range(2))
+    sample_stage.sample_split(ctx, sampled, "test", split, 2)
+    assert loaded == [(not low_memory, True)]

@@ -105,9 +105,30 @@ def test_mean_win_vs_pool_is_the_win_rate_against_another_pool_member():
     assert np.allclose(w.mean(axis=1), 0.5)
 
 
-def test_prompt_shared_training_batches_score_and_differentiate_like_whole_sequences(tiny_rm_dir):
+def first_mlp_calls(model, monkeypatch) -> list[int]:
+    """Grows by one each time the first decoder layer's MLP runs, in a forward pass or in the backward
+    pass's recompute (counted in forward itself: a recompute does not run the module's hooks)."""
+    from transformers.models.llama.modeling_llama import LlamaMLP
+
+    calls, mlp_forward, first_mlp = [], LlamaMLP.forward, model.model.layers[0].mlp
+
+    def counted(self, *args, **kwargs):
+        calls.extend([1] if self is first_mlp else [])
+        return mlp_forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(LlamaMLP, "forward", counted)
+    return calls
+
+
+@pytest.mark.parametrize("checkpointing", [False, True])
+def test_prompt_shared_training_batches_score_and_differentiate_like_whole_sequences(
+    tiny_rm_dir, monkeypatch, checkpointing
+):
     """The classifier trainer encodes a prompt once per batch: its logits and gradients must be those of
-    the whole sequences, one at a time."""
+    the whole sequences, one at a time. With activation checkpointing, both passes (prompts, then
+    responses on their prompt's cache) run again in the backward pass, from the cache they were given:
+    a cache dropped under checkpointing (transformers' default) scores the responses without their prompt,
+    one appended twice on the replay (a DynamicLayer's) fails or differentiates something else."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -127,8 +148,13 @@ def test_prompt_shared_training_batches_score_and_differentiate_like_whole_seque
     ]
     (batch,) = pair_batches(tok, pairs, 512, per_batch=6, pointwise=True, seed=0)
     assert len(batch["prefixes"]) == 2, "one prefix per prompt in the batch"
-    shared = shared_prefix_scores(model, batch)
+    model.train()  # as in the trainer: transformers checkpoints only in training mode
+    calls = first_mlp_calls(model, monkeypatch)
+    shared = shared_prefix_scores(model, batch, checkpointing)
     shared.sum().backward()
+    assert len(calls) == (4 if checkpointing else 2), "prompts and responses ran once more each"
+    layers = model.model.layers
+    assert not any(layer.gradient_checkpointing or layer._can_checkpoint_with_cache for layer in layers)
     shared_grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
     model.zero_grad()
     # The same sequences (pair_batches orders prompts by seed: recover its order from the labels' pairs).
@@ -159,11 +185,9 @@ def test_a_training_batch_of_whole_sequences_recomputes_its_layers_with_the_same
     """A batch whose sequences share no prefix (sequences cut to max_length from the left share nothing
     with their group) goes through the model whole; without activation checkpointing a batch of long ones
     holds every layer's activations (SmolLM2, 8 x 512 tokens: +5.6 GB in make run). Its layers must run
-    again in the backward pass, give a plain forward's gradients, and be left uncheckpointed after: the
-    prompt-shared path needs the KV cache that checkpointing drops."""
+    again in the backward pass, give a plain forward's gradients, and be left uncheckpointed after."""
     import torch
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.models.llama.modeling_llama import LlamaMLP
 
     from afd.data.pairs import Pair
     from afd.stages.classifier_trainer import pair_batches, shared_prefix_scores
@@ -176,16 +200,9 @@ def test_a_training_batch_of_whole_sequences_recomputes_its_layers_with_the_same
     pairs = [Pair("a", prompt, "i love it so much", "i feel tired and sad today")]
     (batch,) = pair_batches(tok, pairs, 12, per_batch=2, pointwise=True, seed=0)
     assert not batch["prefixes"], "the cut sequences start differently: nothing shared, the batch goes whole"
-    # Counted in forward itself: a recompute does not run the module's hooks.
-    mlp_calls, mlp_forward, first_mlp = [], LlamaMLP.forward, model.model.layers[0].mlp
+    mlp_calls = first_mlp_calls(model, monkeypatch)
 
-    def counted(self, *args, **kwargs):
-        mlp_calls.extend([1] if self is first_mlp else [])
-        return mlp_forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(LlamaMLP, "forward", counted)
-
-    scores = shared_prefix_scores(model, batch)
+    scores = shared_prefix_scores(model, batch, checkpointing=True)
     scores.sum().backward()
     assert len(mlp_calls) == 2, "the first layer ran once forward and once more in the backward pass"
     assert not any(layer.gradient_checkpointing for layer in model.model.layers)

@@ -224,9 +224,10 @@ class ComputeConfig:
     threads: int = at_least(0, 0)
     """torch CPU threads; 0 keeps torch's default."""
     low_memory: bool = True
-    """Hand freed tensors back to the OS at once (glibc: 64 KiB and up get their own mappings). make run's
-    peak 4.65 -> under 3 GiB at the same stage times; a bare SmolLM2 step measured alone took 1.4x as
-    long. false: glibc's own policy. Changes no number."""
+    """Hand freed tensors back to the OS at once (glibc: 64 KiB and up get their own mappings; make run's
+    SFT stage peak 4.65 -> 2.88 GiB at the same stage time, a bare SmolLM2 step measured alone 1.4x as
+    long), and sample with no other policy loaded (one more load of a policy a later stage needs).
+    false: glibc's own policy, policies kept loaded for the next stage. Changes no number."""
 
 
 @dataclass

@@ -233,19 +233,14 @@ class RewardModelConfig:
     """Fraction of align prompts held out to measure the reward model's accuracy."""
     lora: LoraSettings = field(default_factory=LoraSettings)
     """Optional LoRA adapters for the classifier (task SEQ_CLS)."""
-    trainer: TrainerSettings = field(default_factory=lambda: TrainerSettings(activation_checkpointing=False))
-    """Trainer settings; per_device_train_batch_size counts examples (bce) or pairs (bt). No activation
-    checkpointing: the trainer runs each prompt once and continues its responses from the prompt's KV
-    cache, which transformers does not keep under checkpointing."""
+    trainer: TrainerSettings = field(default_factory=TrainerSettings)
+    """Trainer settings; per_device_train_batch_size counts examples (bce) or pairs (bt). Activation
+    checkpointing keeps the prompt's KV cache, which each of its responses continues
+    (afd/stages/classifier_trainer.py)."""
 
     def checks(self) -> list[Problem]:
         # Both losses train with a transformers Trainer (afd/stages/classifier_trainer.py).
         return [
-            (
-                "trainer.activation_checkpointing",
-                not self.trainer.activation_checkpointing,
-                "false (the shared-prompt reward-model trainer needs the prompt's KV cache)",
-            ),
             *trl_arg_problems(self.trainer.trl_args, "TrainingArguments", "trainer.trl_args"),
         ]
 

@@ -103,9 +103,11 @@ def saved_policy(ctx: RunContext, name: str, path: Path, spec: dict[str, Any]) -
     return handle
 
 
-def release_policies(ctx: RunContext) -> None:
-    """Drop every loaded policy of the run. A training stage calls it once it holds what it trains: the
-    trainer needs none of them (TRL loads a KL reference from disk), and each would hold its weights
-    through the stage's peak (SmolLM2: 0.54 GB apiece). A later stage that needs one loads it again."""
+def release_policies(ctx: RunContext, keep: PolicyHandle | None = None) -> None:
+    """Drop every loaded policy of the run but `keep`. A training stage calls it once it holds what it
+    trains: the trainer needs none of them (TRL loads a KL reference from disk), and each would hold its
+    weights through the stage's peak (SmolLM2: 0.54 GB apiece). A sampling stage calls it with its own
+    policy under `compute.low_memory`. A later stage that needs one loads it again (about two seconds)."""
     for handle in ctx.policies:
-        handle.release()
+        if handle is not keep:
+            handle.release()

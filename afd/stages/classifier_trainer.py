@@ -12,7 +12,7 @@ logging, accelerate, LoRA) is the Trainer's.
 from __future__ import annotations
 
 import random
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import partial
 from typing import Any, Iterator, Sequence
 
@@ -20,7 +20,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.checkpoint import checkpoint
 from transformers import Trainer
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from afd.config.run import RMTextFormat
@@ -66,41 +66,73 @@ def pair_batches(
     return batches
 
 
-def shared_prefix_scores(model, batch: dict[str, Any]) -> torch.Tensor:
+def shared_prefix_scores(model, batch: dict[str, Any], checkpointing: bool = False) -> torch.Tensor:
     """The classifier's logit for every row of a batch, differentiably: prefixes through the model once
-    (left-padded), their KV cache gathered to the rows, then each row's suffix on top."""
+    (left-padded), their keys and values gathered to the rows, then each row's suffix on top. With
+    `checkpointing`, every decoder layer of both passes recomputes its activations in the backward pass
+    (`checkpointed_layers`)."""
     device = model.device
     suffix, suffix_mask = batch["suffix_ids"].to(device), batch["suffix_mask"].to(device)
+    layers = checkpointed_layers(model) if checkpointing else nullcontext()
     if not batch["prefixes"]:
-        # Whole sequences (a group that a left-truncated sequence shares nothing with): no KV cache to
-        # continue, so their layers can be recomputed in the backward pass. Without it, one batch of 8
-        # sequences cut at 512 tokens held 5.6 GB more than every other step of make run's reward model.
-        with checkpointed_layers(model):
+        # Whole sequences (a group that a left-truncated sequence shares nothing with): no cache at all.
+        with layers:
             return model(input_ids=suffix, attention_mask=suffix_mask, use_cache=False).logits[:, 0]
     # Left padding with any token: the attention mask hides it.
     prefix_ids, prefix_mask = (t.to(device) for t in left_padded(batch["prefixes"], 0))
     positions = (prefix_mask.cumsum(-1) - 1).clamp(min=0)
-    cache = model(input_ids=prefix_ids, attention_mask=prefix_mask, position_ids=positions, use_cache=True)
+    n_layers = model.config.get_text_config().num_hidden_layers
+    prefix_cache = Cache(layers=[ReplayableLayer() for _ in range(n_layers)])
     rows = torch.tensor(batch["src"], device=device)
-    layers = cache.past_key_values.layers
-    expanded = DynamicCache(ddp_cache_data=[(layer.keys[rows], layer.values[rows]) for layer in layers])
     suffix_positions = prefix_mask.sum(-1)[rows, None] + torch.arange(suffix.shape[1], device=device)
-    out = model(
-        input_ids=suffix,
-        attention_mask=torch.cat([prefix_mask[rows], suffix_mask], dim=-1),
-        position_ids=suffix_positions,
-        past_key_values=expanded,
-        use_cache=True,
-    )
+    with layers:
+        model(
+            input_ids=prefix_ids,
+            attention_mask=prefix_mask,
+            position_ids=positions,
+            past_key_values=prefix_cache,
+            use_cache=True,
+        )
+        written = [layer.written for layer in prefix_cache.layers]
+        rows_cache = Cache(layers=[ReplayableLayer(keys[rows], values[rows]) for keys, values in written])
+        out = model(
+            input_ids=suffix,
+            attention_mask=torch.cat([prefix_mask[rows], suffix_mask], dim=-1),
+            position_ids=suffix_positions,
+            past_key_values=rows_cache,
+            use_cache=True,
+        )
     return out.logits[:, 0]
+
+
+class ReplayableLayer(DynamicLayer):
+    """A KV cache layer that gives the same answer when a checkpointed decoder layer runs again in the
+    backward pass: it holds a fixed past (the shared prompt's keys and values, gathered to the rows, or
+    nothing) and returns it followed by the new states, which it remembers (`written`) but never appends.
+    A DynamicLayer would append them a second time on the replay, which is why transformers drops the
+    cache of checkpointed layers."""
+
+    def __init__(self, keys: torch.Tensor | None = None, values: torch.Tensor | None = None):
+        super().__init__()
+        self.written: tuple[torch.Tensor, torch.Tensor] | None = None
+        if keys is not None:
+            self.keys, self.values = keys, values
+            self.dtype, self.device = keys.dtype, keys.device
+            self.is_initialized = True
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        self.written = (key_states, value_states)
+        if not self.is_initialized:
+            return key_states, value_states
+        return torch.cat([self.keys, key_states], dim=-2), torch.cat([self.values, value_states], dim=-2)
 
 
 @contextmanager
 def checkpointed_layers(model) -> Iterator[None]:
-    """Activation checkpointing on `model`'s decoder layers for the forward passes inside the block only.
-    Trainer-wide checkpointing is not an option: the prefix path's layers write the KV cache it continues,
-    which transformers drops under checkpointing. The recompute in the backward pass runs after the block,
-    from what the checkpoint saved; the flag is read only when a layer is called."""
+    """Activation checkpointing on `model`'s decoder layers for the forward passes inside the block only,
+    keeping the KV cache they are given: every cache passed inside must be made of ReplayableLayer.
+    Trainer-wide checkpointing would drop the cache. The recompute in the backward pass runs after the
+    block, from what the checkpoint saved; the flags are read only when a layer is called."""
     layers = [
         m
         for m in model.modules()
@@ -108,24 +140,28 @@ def checkpointed_layers(model) -> Iterator[None]:
     ]
     for layer in layers:
         layer.gradient_checkpointing = True
+        layer._can_checkpoint_with_cache = True
         layer._gradient_checkpointing_func = partial(checkpoint, use_reentrant=False)
     try:
         yield
     finally:
         for layer in layers:
             layer.gradient_checkpointing = False
+            del layer._can_checkpoint_with_cache  # back to the class's False
 
 
 class SharedPrefixRewardTrainer(Trainer):
     """A Trainer over `pair_batches`: one of them per step (its args must say
-    per_device_train_batch_size=1), in the Trainer's seeded shuffled order."""
+    per_device_train_batch_size=1 and no activation checkpointing: `checkpointing` here does it with the
+    prompt's cache kept), in the Trainer's seeded shuffled order."""
 
-    def __init__(self, *args, pointwise: bool, **kwargs):
+    def __init__(self, *args, pointwise: bool, checkpointing: bool, **kwargs):
         super().__init__(*args, data_collator=_one_batch, **kwargs)
         self.pointwise = pointwise
+        self.checkpointing = checkpointing
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        scores = shared_prefix_scores(model, inputs)
+        scores = shared_prefix_scores(model, inputs, self.checkpointing)
         if self.pointwise:
             loss = F.binary_cross_entropy_with_logits(scores.float(), inputs["labels"].to(scores.device))
         else:

@@ -29,8 +29,6 @@ log = logging.getLogger(__name__)
 def _trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: Sequence[Pair], out: Path):
     from transformers import TrainingArguments
 
-    if cfg.trainer.activation_checkpointing:  # RewardModelConfig.checks says so to users at the door
-        raise ValueError("the shared-prompt reward-model trainer cannot use activation checkpointing")
     pointwise = cfg.loss is RMLoss.bce
     max_length = ctx.cfg.model.max_length
     warn_pairs_over_length(
@@ -44,13 +42,20 @@ def _trainer(ctx: RunContext, cfg: RewardModelConfig, model, tokenizer, pairs: S
         tokenizer, pairs, max_length, cfg.trainer.per_device_train_batch_size, pointwise, ctx.cfg.seed
     )
     args = TrainingArguments(
-        **common_trainer_args(ctx, out, cfg.trainer, report_to="none"),
+        # The Trainer's checkpointing would drop the prompt's KV cache; shared_prefix_scores keeps it.
+        **{**common_trainer_args(ctx, out, cfg.trainer, report_to="none"), "activation_checkpointing": False},
         # One batch of pair_batches per step: the batch size is theirs (cfg.trainer's); its keys are not
         # the model's arguments, so the Trainer must keep them.
         **{**cfg.trainer.as_trainer_args(), "per_device_train_batch_size": 1},
         remove_unused_columns=False,
     )
-    return SharedPrefixRewardTrainer(model=model, args=args, train_dataset=batches, pointwise=pointwise)
+    return SharedPrefixRewardTrainer(
+        model=model,
+        args=args,
+        train_dataset=batches,
+        pointwise=pointwise,
+        checkpointing=cfg.trainer.activation_checkpointing,
+    )
 
 
 def train_reward_model(

@@ -18,7 +18,7 @@ import datasets
 from transformers import set_seed
 
 from afd.generation.sampling import sample_responses
-from afd.models.policies import PolicyHandle
+from afd.models.policies import PolicyHandle, release_policies
 from afd.runtime.context import RunContext
 from afd.runtime.distributed import is_main_process, main_process_value, sharded, wait_for_everyone
 
@@ -67,6 +67,10 @@ def sample_split(
         wait_for_everyone()
         prompts = list(split["prompt"])
         cut = parts(len(prompts), n)
+        if cfg.compute.low_memory:
+            # The policy an earlier stage sampled stays loaded for the next that needs it; here it would
+            # only add its weights to this stage's peak (make run's pi_SFT align samples: 0.54 GB more).
+            release_policies(ctx, keep=policy)
         finished = 0
         for k, part in enumerate(cut):
             path = part_dir / f"{k:05d}.jsonl"
