@@ -63,13 +63,13 @@ def run_afd(run_dir: Path, batch: int, pairs, heldout) -> tuple[Meter, dict]:
     ctx = afd_context(run_dir)
     cfg = RewardModelConfig(
         loss=RMLoss.bt,
-        # As RewardModelConfig's own default: the shared-prompt trainer needs the prompt's KV cache.
+        # Activation checkpointing on, as in RewardModelConfig's default (the script's is off).
         trainer=TrainerSettings(
             learning_rate=LEARNING_RATE,
             per_device_train_batch_size=batch,
             logging_steps=1,
             save_steps=0,
-            activation_checkpointing=False,
+            activation_checkpointing=True,
         ),
     )
     meter = Meter(shared_prefix_tokens)
